@@ -1,0 +1,60 @@
+"""The `atlas` command: one subcommand per pipeline stage.
+
+Each stage module exposes `add_parser(subparsers)` (which sets `func` on its parser) so that this
+file stays a thin dispatcher. `main(argv)` returns the exit code: 0 on success, 2 on an
+`AtlasError` (a one-line message on stderr), so tests can call it directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from atlas import __version__
+from atlas.errors import AtlasError
+
+log = logging.getLogger(__name__)
+
+# Stage modules that contribute a subcommand, in the order `atlas --help` lists them.
+_STAGES: tuple[str, ...] = (
+    "atlas.generate",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with 2 on a usage error already; keep its message on one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="atlas", description="Draw an atlas of what an image classifier has learned.")
+    parser.add_argument("--version", action="version", version=f"atlas {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _STAGES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except AtlasError as exc:
+        print(f"atlas {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"atlas {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
