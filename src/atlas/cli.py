@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 # Stage modules that contribute a subcommand, in the order `atlas --help` lists them.
 _STAGES: tuple[str, ...] = (
+    "atlas.data",
     "atlas.generate",
 )
 
