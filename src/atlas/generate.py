@@ -1,0 +1,284 @@
+"""`atlas generate`: preferred inputs for a list of targets, one PNG each, plus records.parquet.
+
+Targets run in chunks of `chunk_size`, each chunk one batched optimisation. The output folder is
+built under a temporary name and renamed into place when every chunk is done, so an interrupted
+run leaves nothing behind.
+
+Display mapping of every PNG: the image in D's input space is mapped back to RGB with D's own
+normalisation (`rgb = x * std + mean`), clipped to [0, 1], and rounded to 8 bits. Scores in the
+records are D's on that saved image (`atlas.scores`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from atlas import __version__
+from atlas.classifier import Classifier, load_classifier
+from atlas.errors import AtlasError
+from atlas.generator import Decoder, load_decoder
+from atlas.io import atomic_dir, write_parquet, write_text
+from atlas.metadata import file_sha256, git_commit, versions
+from atlas.methods import METHODS, PRESETS, MethodSettings, settings_for
+from atlas.optimise import optimise
+from atlas.parameterise import Parameterisation, Pixels, PretrainedG, ScratchG
+from atlas.scores import dequantise, quantise, score
+from atlas.targets import Target, check_targets, parse_specs
+
+log = logging.getLogger(__name__)
+
+RECORDS = "records.parquet"
+# Loss curves are stored subsampled to at most this many points per image.
+_CURVE_POINTS = 250
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    settings: MethodSettings
+    seed: int = 0
+    chunk_size: int = 8
+    decoder: str | None = None  # path, or "random" (pretrained only)
+    image_size: int | None = None  # D's input size override
+    on_nan: str = "fail"  # fail: error, nothing written; record: failed rows, no PNG
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AtlasError(f"device {name} was asked for but CUDA is not available; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise AtlasError(f"unknown device {name!r}; use auto, cpu or cuda") from None
+
+
+def resolve_decoder(cfg: GenerateConfig) -> Decoder | None:
+    """The pretrained method's decoder: a file from `atlas train-dae`, or a seeded random one."""
+    if cfg.settings.method != "pretrained":
+        if cfg.decoder is not None:
+            raise AtlasError(f"--decoder is for the pretrained method, not {cfg.settings.method}; drop it")
+        return None
+    if cfg.decoder is None:
+        raise AtlasError(
+            "the pretrained method needs --decoder PATH (from `atlas train-dae`) or --decoder random "
+            "(an untrained decoder, for tests)"
+        )
+    if cfg.decoder == "random":
+        gen = torch.Generator().manual_seed(cfg.seed)
+        decoder = Decoder(width=cfg.settings.width)
+        decoder.init_copy(0, gen)
+        return decoder
+    return load_decoder(cfg.decoder)
+
+
+def _parameterisation(
+    cfg: GenerateConfig, classifier: Classifier, seeds: list[int], decoder: Decoder | None, device: torch.device
+) -> Parameterisation:
+    s = cfg.settings
+    if s.method == "scratch":
+        return ScratchG(s, seeds, device)
+    if s.method == "pretrained":
+        assert decoder is not None
+        return PretrainedG(s, seeds, decoder, device)
+    return Pixels(s, seeds, classifier.input_size, classifier.normalise, device)
+
+
+def _curve(loss: torch.Tensor) -> list[float]:
+    step = max(1, -(-len(loss) // _CURVE_POINTS))
+    return [float(v) for v in loss[::step]]
+
+
+def generate(
+    classifier: Classifier,
+    targets: Sequence[Target],
+    cfg: GenerateConfig,
+    out: Path,
+    device: torch.device,
+) -> pd.DataFrame:
+    """Generate every target into `out` (replaced as a whole) and return the records."""
+    check_targets(targets, classifier)
+    if cfg.chunk_size < 1:
+        raise AtlasError(f"chunk size must be at least 1, got {cfg.chunk_size}")
+    if out.exists() and any(out.iterdir()) and not (out / RECORDS).exists():
+        raise AtlasError(f"output folder {out} exists and is not an Atlas output; choose an empty or new folder")
+    decoder = resolve_decoder(cfg)
+    classifier.to(device)
+    s = cfg.settings
+    rows: list[dict[str, object]] = []
+    with atomic_dir(out) as tmp, tqdm(
+        total=len(targets) * s.steps, unit="step", desc=f"{s.method} {len(targets)} targets",
+        mininterval=0.5 if sys.stderr.isatty() else 10.0, disable=None,
+    ) as bar:
+        for start in range(0, len(targets), cfg.chunk_size):
+            chunk = list(targets[start : start + cfg.chunk_size])
+            seeds = [t.seed(cfg.seed) for t in chunk]
+            t0 = time.perf_counter()
+            param = _parameterisation(cfg, classifier, seeds, decoder, device)
+            objectives = [t.objective(s.penalty, s.target_relu, s.filter_penalty) for t in chunk]
+            result = optimise(classifier, objectives, param, s, progress=bar)
+            pixels = quantise(classifier, result.images)
+            scores = score(classifier, chunk, dequantise(classifier, pixels).to(device))
+            seconds = (time.perf_counter() - t0) / len(chunk)
+            for b, t in enumerate(chunk):
+                reason = result.failed[b]
+                image = None
+                if reason is None:
+                    image = f"{t.id}.png"
+                    Image.fromarray(pixels[b].numpy()).save(tmp / image, format="PNG")
+                rows.append(_record(t, b, cfg, classifier, scores, result.loss[:, b], seeds[b], seconds, image, reason, len(chunk)))
+            done = sum(r["failed"] is False for r in rows)
+            log.info("chunk %d-%d done (%d/%d targets ok)", start, start + len(chunk) - 1, done, len(targets))
+        records = pd.DataFrame(rows)
+        failed = records[records["failed"]]
+        if len(failed) and cfg.on_nan == "fail":
+            first = failed.iloc[0]
+            raise AtlasError(
+                f"{len(failed)} target(s) failed, first {first['target_id']}: {first['reason']}; "
+                "lower the learning rate (--set lr=...), or pass --on-nan record to keep the others"
+            )
+        write_parquet(records, tmp / RECORDS)
+        write_text(tmp / "run.json", json.dumps(_provenance(classifier, cfg, decoder, device, len(targets)), indent=2))
+    log.info("wrote %d images and %s to %s", int((~records["failed"]).sum()), RECORDS, out)
+    return records
+
+
+def _record(
+    t: Target, b: int, cfg: GenerateConfig, classifier: Classifier, scores: object, loss: torch.Tensor,
+    seed: int, seconds: float, image: str | None, reason: str | None, chunk: int,
+) -> dict[str, object]:
+    s = cfg.settings
+    ok = reason is None
+    finite = loss[torch.isfinite(loss)]
+    return {
+        "target_id": t.id,
+        "kind": t.kind,
+        "method": s.method,
+        "classifier": classifier.name,
+        "class_index": t.classes[0] if t.kind == "class" else None,
+        "classes": list(t.classes),
+        "label": t.label(classifier.class_names),
+        "layer": t.layer,
+        "channel": t.channels[0] if t.kind == "filter" and len(t.channels) == 1 else None,
+        "channels": list(t.channels),
+        "activation": float(scores.activation[b]) if ok else float("nan"),  # type: ignore[attr-defined]
+        "prob": float(scores.prob[b]) if ok else float("nan"),  # type: ignore[attr-defined]
+        "rank": int(scores.rank[b]) if ok else -1,  # type: ignore[attr-defined]
+        "top5": [int(c) for c in scores.top5[b]] if ok else [],  # type: ignore[attr-defined]
+        "top1_label": classifier.class_names[int(scores.top5[b][0])] if ok else None,  # type: ignore[attr-defined]
+        "final_loss": float(finite[-1]) if len(finite) else float("nan"),
+        "loss_curve": _curve(loss),
+        "steps": s.steps,
+        "seed": seed,
+        "run_seed": cfg.seed,
+        "seconds": seconds,
+        "chunk_size": chunk,
+        "image": image,
+        "image_size": classifier.input_size,
+        "failed": not ok,
+        "reason": reason,
+    }
+
+
+def _provenance(
+    classifier: Classifier, cfg: GenerateConfig, decoder: Decoder | None, device: torch.device, n: int
+) -> dict[str, object]:
+    return {
+        "atlas": __version__,
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "argv": sys.argv,
+        "device": str(device),
+        "classifier": {
+            "name": classifier.name,
+            "weights": classifier.weights,
+            "weights_sha256": file_sha256(classifier.weights_file) if classifier.weights_file else None,
+            "input_size": classifier.input_size,
+        },
+        "decoder": {
+            "path": cfg.decoder,
+            "sha256": file_sha256(cfg.decoder) if cfg.decoder not in (None, "random") else None,
+            "width": decoder.width if decoder is not None else None,
+        },
+        "settings": cfg.settings.as_dict(),
+        "seed": cfg.seed,
+        "chunk_size": cfg.chunk_size,
+        "targets": n,
+        "on_nan": cfg.on_nan,
+    }
+
+
+def _parse_sets(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise AtlasError(f"malformed --set {item!r}; write --set KEY=VALUE, e.g. --set lr=0.01")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = _parse_sets(args.set or [])
+    if args.steps is not None:
+        overrides["steps"] = str(args.steps)
+    if args.width is not None:
+        overrides["width"] = str(args.width)
+    settings = settings_for(args.method, args.preset, overrides)
+    targets = parse_specs(args.targets)
+    if args.image_size is not None and not 32 <= args.image_size <= 1024:
+        raise AtlasError(f"--image-size {args.image_size} is out of range; use 32..1024 pixels")
+    device = pick_device(args.device)
+    classifier = load_classifier(args.classifier, args.weights, seed=args.seed)
+    if args.image_size is not None:
+        classifier.input_size = args.image_size
+    cfg = GenerateConfig(
+        settings=settings, seed=args.seed, chunk_size=args.chunk_size, decoder=args.decoder,
+        image_size=args.image_size, on_nan=args.on_nan,
+    )
+    generate(classifier, targets, cfg, Path(args.out), device)
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "generate",
+        help="generate preferred inputs for targets",
+        description="Generate the classifier's preferred input for each target (one PNG each) "
+        "and DIR/records.parquet.",
+    )
+    p.add_argument("--classifier", default="efficientnet-lite0",
+                   help="efficientnet-lite0 (default), efficientnet-lite2 or torchvision:<name>")
+    p.add_argument("--weights", default="default",
+                   help="classifier weights: default (the package's/torchvision's), random, or a local state-dict file")
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--preset", default="default", choices=PRESETS,
+                   help="default: settings measured to work here; paper: the authors' exact settings")
+    p.add_argument("--targets", required=True, action="append", metavar="SPEC",
+                   help="class:285, class:0-9, class:1,5,9, pair:9+30, group:1+2+3, filter:LAYER:0-7 (repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced as a whole)")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk-size", type=int, default=8, help="targets optimised at once, as one batch")
+    p.add_argument("--decoder", default=None, metavar="PATH",
+                   help="pretrained method: decoder file from `atlas train-dae`, or `random`")
+    p.add_argument("--image-size", type=int, default=None, metavar="PX",
+                   help="run the classifier at PX x PX (default: its own input size)")
+    p.add_argument("--width", type=float, default=None, help="scratch generator width multiplier (1.0: the paper's)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one method setting (repeatable)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--on-nan", default="fail", choices=("fail", "record"),
+                   help="a target whose loss goes NaN: fail the run (nothing written) or record it as failed")
+    p.set_defaults(func=run)

@@ -1,0 +1,154 @@
+"""The three methods' settings: every knob is a field here, with two presets per method.
+
+- `paper`: the authors' exact settings (DESIGN.md §2, read from their Keras notebooks; tuned for
+  Keras VGG-16 on 0-255 inputs).
+- `default`: what was measured to work here on the embedded classifier (README, "Methods").
+
+Fields (all methods):
+  steps            optimisation steps
+  optimiser        adamax | adam | sgd
+  lr, beta1, beta2, eps      optimiser settings (betas/eps for adam/adamax)
+  momentum, nesterov         SGD settings
+  penalty          lambda of Eq. 2: weight of the sum of the other classes' ReLU activations
+  target_relu      true: the target term is relu(logit) as in Eq. 2; false: the raw logit, which
+                   still has a gradient while the logit is negative
+  filter_penalty   the other-class weight for filter targets (0: none, as the paper)
+  noise_std        std of the noise on the feature vector f0 (scratch: additive N(0, s^2);
+                   pretrained: multiplicative N(1, s^2)); 0 turns it off
+  reg              regulariser R: l1_gamma (scratch: |gamma| of the final BN), l2_sq (sum alpha^2,
+                   Keras' l2), l2_norm (||alpha||_2, as the paper writes it), pixel_l2 (mean
+                   squared distance of the pixels from grey), none
+  reg_weight       weight of R
+  snapshots, snapshot_every  the final image is the per-pixel median of `snapshots` renders taken
+                   every `snapshot_every` steps at the end (1 snapshot: the last iterate)
+  width            generator width multiplier (scratch; 1.0 is the paper's G)
+  alpha_relu       pretrained: f = relu(alpha * eps(f0)) (the authors' pretrained G)
+  jitter           pixel: random shift of up to this many pixels per step
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from atlas.errors import AtlasError
+
+METHODS = ("scratch", "pretrained", "pixel")
+PRESETS = ("default", "paper")
+OPTIMISERS = ("adamax", "adam", "sgd")
+REGULARISERS = ("l1_gamma", "l2_sq", "l2_norm", "pixel_l2", "none")
+
+# Keras GaussianDropout(0.05) multiplies by N(1, rate / (1 - rate)).
+_GAUSSIAN_DROPOUT_STD = math.sqrt(0.05 / 0.95)
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    method: str
+    steps: int
+    optimiser: str
+    lr: float
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    momentum: float = 0.0
+    nesterov: bool = False
+    penalty: float = 0.01
+    target_relu: bool = True
+    filter_penalty: float = 0.0
+    noise_std: float = 0.0
+    reg: str = "none"
+    reg_weight: float = 0.0
+    snapshots: int = 1
+    snapshot_every: int = 40
+    width: float = 1.0
+    alpha_relu: bool = False
+    jitter: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise AtlasError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
+        if self.optimiser not in OPTIMISERS:
+            raise AtlasError(f"unknown optimiser {self.optimiser!r}; use one of {', '.join(OPTIMISERS)}")
+        if self.reg not in REGULARISERS:
+            raise AtlasError(f"unknown regulariser {self.reg!r}; use one of {', '.join(REGULARISERS)}")
+        if self.steps < 1:
+            raise AtlasError(f"steps must be at least 1, got {self.steps}")
+        if self.snapshots < 1 or self.snapshot_every < 1:
+            raise AtlasError("snapshots and snapshot_every must be at least 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise AtlasError(f"lr must be a positive number, got {self.lr}")
+        if self.noise_std < 0 or self.reg_weight < 0 or self.jitter < 0:
+            raise AtlasError("noise_std, reg_weight and jitter must not be negative")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def snapshot_steps(self) -> list[int]:
+        """The (1-based) steps after which a snapshot is rendered, oldest first."""
+        steps = [self.steps - i * self.snapshot_every for i in range(self.snapshots)]
+        return sorted(s for s in steps if s >= 1)
+
+
+_PAPER: dict[str, MethodSettings] = {
+    "scratch": MethodSettings(
+        method="scratch", steps=500, optimiser="adamax", lr=0.002, penalty=0.01, target_relu=True,
+        noise_std=2.0, reg="l1_gamma", reg_weight=0.01, snapshots=1, width=1.0,
+    ),
+    "pretrained": MethodSettings(
+        method="pretrained", steps=1200, optimiser="sgd", lr=0.01, momentum=0.1, nesterov=True,
+        penalty=0.01, target_relu=True, noise_std=_GAUSSIAN_DROPOUT_STD, reg="l2_sq", reg_weight=0.1,
+        snapshots=10, snapshot_every=40, alpha_relu=True,
+    ),
+    # The paper's Figure 1 baseline has no published settings; these are the classic ones.
+    "pixel": MethodSettings(
+        method="pixel", steps=200, optimiser="adam", lr=0.05, penalty=0.01, target_relu=True,
+        reg="pixel_l2", reg_weight=0.01, jitter=8,
+    ),
+}
+
+# Measured on EfficientNet-Lite0 (README, "Methods"): DESIGN.md §2 found the literal pretrained
+# settings do not move there; the raw target logit, ||alpha||_2 and Adam lr 0.05 do.
+_DEFAULT: dict[str, MethodSettings] = {
+    "scratch": replace(_PAPER["scratch"], target_relu=False),
+    "pretrained": replace(
+        _PAPER["pretrained"], optimiser="adam", lr=0.05, momentum=0.0, nesterov=False,
+        target_relu=False, reg="l2_norm", reg_weight=0.1,
+    ),
+    "pixel": replace(_PAPER["pixel"], target_relu=False),
+}
+
+
+def _coerce(name: str, text: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise AtlasError(f"setting {name} takes true or false, got {text!r}")
+    try:
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+    except ValueError:
+        raise AtlasError(f"setting {name} takes a {type(current).__name__}, got {text!r}") from None
+    return text
+
+
+def settings_for(method: str, preset: str = "default", overrides: dict[str, str] | None = None) -> MethodSettings:
+    """The settings of `method` under `preset`, with `overrides` (name -> text) applied."""
+    if method not in METHODS:
+        raise AtlasError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    if preset not in PRESETS:
+        raise AtlasError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    base = (_PAPER if preset == "paper" else _DEFAULT)[method]
+    names = {f.name for f in fields(MethodSettings)} - {"method"}
+    changes: dict[str, Any] = {}
+    for key, text in (overrides or {}).items():
+        if key not in names:
+            raise AtlasError(f"unknown setting {key!r}; valid settings: {', '.join(sorted(names))}")
+        changes[key] = _coerce(key, text, getattr(base, key))
+    return replace(base, **changes)

@@ -1,0 +1,140 @@
+"""Targets and the SPEC language that names them.
+
+    class:285          one class            class:0-9, class:1,5,9, class:0-4,10
+    pair:9+30          two classes at once (the paper's Figure 9); pair:9+30,1+2 for several
+    group:1+2+3        any number of classes at once
+    filter:features.9:0-7          channels 0..7 of a layer, one target each
+    filter:features.9:3+5          a compound of two channels of one layer
+
+Several specs are separated by `;` or given as repeated --targets options.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from atlas.classifier import Classifier
+from atlas.errors import AtlasError
+from atlas.objectives import Objective, class_loss, filter_loss
+
+KINDS = ("class", "pair", "group", "filter")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One image to generate: a class, a compound of classes, or a filter (or compound of filters)."""
+
+    kind: str
+    classes: tuple[int, ...] = ()
+    layer: str | None = None
+    channels: tuple[int, ...] = ()
+
+    @property
+    def id(self) -> str:
+        """A stable, file-name-safe identifier (also the PNG's stem)."""
+        if self.kind == "filter":
+            chans = "+".join(f"{k:04d}" for k in self.channels)
+            return f"filter-{self.layer}-{chans}"
+        return f"{self.kind}-" + "+".join(f"{c:04d}" for c in self.classes)
+
+    def seed(self, base: int) -> int:
+        """This target's own seed: a function of the run's seed and the target alone, so an image
+        does not depend on the chunk it ran in."""
+        return (int(base) * 1_000_003 + zlib.crc32(self.id.encode())) % (2**63)
+
+    def label(self, class_names: Sequence[str]) -> str:
+        if self.kind == "filter":
+            return f"{self.layer} channel " + " + ".join(map(str, self.channels))
+        return " + ".join(class_names[c] for c in self.classes)
+
+    def objective(self, penalty: float, target_relu: bool, filter_penalty: float = 0.0) -> Objective:
+        if self.kind == "filter":
+            assert self.layer is not None
+            return filter_loss(self.layer, self.channels, filter_penalty)
+        return class_loss(self.classes, penalty, target_relu)
+
+
+def _ints(text: str, what: str, spec: str) -> list[int]:
+    """Parse `0-9`, `1,5,9` or a mixture into a sorted list of unique ints."""
+    out: list[int] = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise AtlasError(f"malformed {what} list {text!r} in target spec {spec!r}; write e.g. 0-9 or 1,5,9")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise AtlasError(f"empty range {part.strip()!r} in target spec {spec!r}; write low-high with low <= high")
+        out.extend(range(lo, hi + 1))
+    return sorted(set(out))
+
+
+def _compound(text: str, what: str, spec: str) -> list[tuple[int, ...]]:
+    """Parse `9+30,1+2` into [(9, 30), (1, 2)]."""
+    groups = []
+    for part in text.split(","):
+        if not re.fullmatch(r"\s*\d+(\s*\+\s*\d+)+\s*", part):
+            raise AtlasError(f"malformed {what} {part!r} in target spec {spec!r}; write e.g. 9+30")
+        members = tuple(int(x) for x in part.split("+"))
+        if len(set(members)) != len(members):
+            raise AtlasError(f"{what} {part.strip()!r} in target spec {spec!r} repeats a member; name each once")
+        groups.append(members)
+    return groups
+
+
+def parse_spec(spec: str) -> list[Target]:
+    """Parse one SPEC (see module docstring) into targets, without checking them against D."""
+    kind, sep, rest = spec.strip().partition(":")
+    if not sep or kind not in KINDS or not rest.strip():
+        raise AtlasError(
+            f"malformed target spec {spec!r}; write class:285, class:0-9, pair:9+30, group:1+2+3 "
+            "or filter:LAYER:0-7"
+        )
+    if kind == "class":
+        return [Target("class", (c,)) for c in _ints(rest, "class", spec)]
+    if kind in ("pair", "group"):
+        groups = _compound(rest, kind, spec)
+        if kind == "pair" and any(len(g) != 2 for g in groups):
+            raise AtlasError(f"a pair has two classes, got {rest!r} in {spec!r}; use group: for more")
+        return [Target(kind, g) for g in groups]
+    layer, sep, chans = rest.rpartition(":")
+    if not sep or not layer:
+        raise AtlasError(f"malformed filter spec {spec!r}; write filter:LAYER:CHANNELS, e.g. filter:features.9:0-7")
+    if "+" in chans:
+        return [Target("filter", layer=layer, channels=g) for g in _compound(chans, "filter compound", spec)]
+    return [Target("filter", layer=layer, channels=(k,)) for k in _ints(chans, "channel", spec)]
+
+
+def parse_specs(specs: Iterable[str]) -> list[Target]:
+    """Parse several specs (each may hold several separated by `;`), keeping the first of duplicates."""
+    out: dict[str, Target] = {}
+    for spec in specs:
+        for one in spec.split(";"):
+            if one.strip():
+                for t in parse_spec(one):
+                    out.setdefault(t.id, t)
+    if not out:
+        raise AtlasError("no targets given; pass --targets SPEC, e.g. --targets class:285")
+    return list(out.values())
+
+
+def check_targets(targets: Sequence[Target], classifier: Classifier) -> None:
+    """Check every target against D: class indices in range, layers and channels that exist."""
+    n = classifier.num_classes
+    for t in targets:
+        for c in t.classes:
+            if not 0 <= c < n:
+                raise AtlasError(f"class index {c} in {t.id} is out of range; {classifier.name} has classes 0..{n - 1}")
+        if t.kind == "filter":
+            assert t.layer is not None
+            layers = classifier.layers
+            if t.layer not in layers:
+                raise AtlasError(f"unknown layer {t.layer!r} for {classifier.name}; valid layers: {', '.join(layers)}")
+            for k in t.channels:
+                if not 0 <= k < layers[t.layer]:
+                    raise AtlasError(
+                        f"channel {k} of layer {t.layer} is out of range; it has channels 0..{layers[t.layer] - 1}"
+                    )
