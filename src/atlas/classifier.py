@@ -276,6 +276,25 @@ def _torchvision(name: str, weights: str, seed: int) -> Classifier:
     )
 
 
+def normalisation(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of a classifier's input space, without loading it (the autoencoder trains its
+    decoder to produce images in this space, so that the decoder can feed D directly)."""
+    if name in EMBEDDED:
+        return _LITE_MEAN, _LITE_STD
+    if name.startswith("torchvision:"):
+        import torchvision
+        from torchvision.models import get_model_weights, list_models
+
+        arch = name.split(":", 1)[1]
+        if arch not in list_models(module=torchvision.models):
+            raise AtlasError(f"unknown torchvision classifier {arch!r}; see torchvision.models.list_models()")
+        t = get_model_weights(arch).DEFAULT.transforms()
+        return tuple(float(v) for v in t.mean), tuple(float(v) for v in t.std)
+    raise AtlasError(
+        f"unknown classifier {name!r}; use one of {', '.join(EMBEDDED)} or torchvision:<name> (e.g. torchvision:vgg16)"
+    )
+
+
 def load_classifier(name: str, weights: str = "default", seed: int = 0) -> Classifier:
     """Resolve a classifier by name (see module docstring); raise AtlasError for an unknown one."""
     if name in EMBEDDED:
