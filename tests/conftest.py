@@ -1,0 +1,1 @@
+from tests.slurm_cluster import slurm_cluster  # noqa: F401
