@@ -59,6 +59,12 @@ class Activations:
     logits: torch.Tensor | None
     features: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def row(self, b: int) -> Activations:
+        """Image b alone (batch of one). Each target's objective sees only its own row, so a NaN in
+        one target's loss cannot reach another's gradient (0 * NaN is NaN)."""
+        logits = None if self.logits is None else self.logits[b : b + 1]
+        return Activations(logits=logits, features={k: v[b : b + 1] for k, v in self.features.items()})
+
 
 @dataclass
 class Classifier:

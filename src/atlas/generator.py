@@ -35,6 +35,7 @@ FEATURES = 3200  # m in the paper's Eq. 1
 SEED_SHAPE = (128, 5, 5)  # FEATURES reshaped
 OUTPUT_SIZE = 224
 DECODER_FORMAT = "atlas-decoder/1"
+BN_EPS = 1e-3
 
 # (out_channels, kernel) of the two convs of each upsampling block, then the image layer.
 _BLOCKS: tuple[tuple[int, int], ...] = ((512, 2), (256, 3), (256, 3), (128, 3), (128, 4))
@@ -66,7 +67,9 @@ class _ConvBN(nn.Module):
         hi = kernel - 1 - lo
         self.pad = nn.ZeroPad2d((lo, hi, lo, hi)) if padding == "same" else nn.Identity()
         self.conv = nn.Conv2d(cin * copies, cout * copies, kernel, groups=copies)
-        self.bn = nn.BatchNorm2d(cout * copies)
+        # Keras' BatchNormalization (the authors') uses epsilon 1e-3, not PyTorch's 1e-5: on a batch
+        # of one image, a nearly constant channel divided by sqrt(var + eps) amplifies rounding.
+        self.bn = nn.BatchNorm2d(cout * copies, eps=BN_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(torch.relu(self.conv(self.pad(x))))

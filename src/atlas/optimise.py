@@ -53,7 +53,7 @@ def chunk_loss(
     layers = tuple(dict.fromkeys(layer for o in objectives for layer in o.layers))
     need_logits = any(o.needs_logits for o in objectives)
     acts = classifier.forward(images, layers=layers, need_logits=need_logits)
-    return torch.stack([obj(acts)[b] for b, obj in enumerate(objectives)])
+    return torch.cat([obj(acts.row(b)) for b, obj in enumerate(objectives)])
 
 
 def optimise(

@@ -1,0 +1,53 @@
+"""Tiny classifiers for fast, exact tests (no downloads, hand-set weights where it matters)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from atlas.classifier import Classifier
+
+
+def _frozen(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def tiny_classifier(num_classes: int = 6, size: int = 32, seed: int = 0) -> Classifier:
+    """A small random conv net: conv -> relu -> pool -> linear, input size 32."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        OrderedDict(
+            conv=nn.Conv2d(3, 4, 3, stride=2, padding=1),
+            act=nn.ReLU(),
+            pool=nn.AdaptiveAvgPool2d(1),
+            flat=nn.Flatten(),
+            fc=nn.Linear(4, num_classes),
+        )
+    )
+    return Classifier(
+        name="tiny", weights="random", model=_frozen(model), input_size=size,
+        mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), class_names=[f"class {i}" for i in range(num_classes)],
+    )
+
+
+def linear_classifier(weight: list[list[float]], bias: list[float]) -> Classifier:
+    """logits = W @ (per-channel mean of the image) + b: exact values on constant images."""
+    w = torch.tensor(weight)
+    fc = nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        fc.weight.copy_(w)
+        fc.bias.copy_(torch.tensor(bias))
+    model = nn.Sequential(OrderedDict(pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=fc))
+    return Classifier(
+        name="linear", weights="hand", model=_frozen(model), input_size=8,
+        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), class_names=[f"c{i}" for i in range(w.shape[0])],
+    )
+
+
+def constant_image(values: list[float], size: int = 8) -> torch.Tensor:
+    return torch.tensor(values).view(1, 3, 1, 1).expand(1, 3, size, size).clone()
