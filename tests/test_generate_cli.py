@@ -1,0 +1,99 @@
+"""`atlas generate` from the command line: outputs, records, and every bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from atlas.cli import main
+
+
+def run(capsys, *args: str) -> tuple[int, str]:
+    code = main(["generate", *args])
+    return code, capsys.readouterr().err
+
+
+def test_outputs_and_records(tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code, _ = run(
+        capsys, "--classifier", "torchvision:resnet18", "--weights", "random", "--method", "pixel",
+        "--targets", "class:1,2", "--targets", "pair:1+3;filter:layer1:0", "--out", str(out),
+        "--steps", "2", "--chunk-size", "3", "--image-size", "64",
+    )
+    assert code == 0
+    records = pd.read_parquet(out / "records.parquet")
+    assert list(records["target_id"]) == ["class-0001", "class-0002", "pair-0001+0003", "filter-layer1-0000"]
+    required = {"target_id", "kind", "method", "class_index", "label", "layer", "channel", "activation",
+                "prob", "rank", "steps", "seed", "seconds", "failed", "loss_curve", "top5"}
+    assert required <= set(records.columns)
+    first = records.iloc[0]
+    assert first["label"] == "goldfish" and first["class_index"] == 1 and first["kind"] == "class"
+    assert 0 <= first["prob"] <= 1 and first["rank"] >= 1 and len(first["loss_curve"]) == 2
+    filt = records.iloc[3]
+    assert filt["layer"] == "layer1" and filt["channel"] == 0 and filt["rank"] == -1
+    for image in records["image"]:
+        with Image.open(out / image) as im:
+            assert im.size == (64, 64) and im.mode == "RGB"
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["settings"]["steps"] == 2 and run_json["classifier"]["name"] == "torchvision:resnet18"
+    assert "torch" in run_json["versions"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--classifier", "nonesuch", "--targets", "class:1"], "unknown classifier 'nonesuch'"),
+        (["--classifier", "torchvision:nonesuch", "--targets", "class:1"], "unknown torchvision classifier"),
+        (["--targets", "class:1000"], "class index 1000 in class-1000 is out of range"),
+        (["--targets", "filter:nope:0"], "unknown layer 'nope' for efficientnet-lite0; valid layers: _conv_stem"),
+        (["--targets", "filter:_conv_stem:32"], "channel 32 of layer _conv_stem is out of range"),
+        (["--targets", "class:5-"], "malformed class list"),
+        (["--targets", "klass:5"], "malformed target spec"),
+        (["--targets", "class:1", "--set", "lr"], "malformed --set"),
+        (["--targets", "class:1", "--set", "nope=1"], "unknown setting 'nope'"),
+        (["--targets", "class:1", "--chunk-size", "0"], "chunk size must be at least 1"),
+        (["--targets", "class:1", "--decoder", "x.pt"], "--decoder is for the pretrained method"),
+        (["--targets", "class:1", "--weights", "/nonexistent.pth"], "does not exist"),
+        (["--targets", "class:1", "--image-size", "8"], "--image-size 8 is out of range"),
+    ],
+)
+def test_bad_input_is_a_one_line_error_exit_2_and_no_output(tmp_path, capsys, args, message) -> None:
+    out = tmp_path / "out"
+    code, err = run(capsys, "--method", "pixel", "--steps", "1", "--out", str(out), *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert not out.exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_pretrained_needs_a_decoder(tmp_path, capsys) -> None:
+    code, err = run(capsys, "--method", "pretrained", "--targets", "class:1", "--out", str(tmp_path / "o"))
+    assert code == 2 and "needs --decoder PATH" in err
+
+
+def test_nan_fails_the_run_with_nothing_written_unless_recorded(tmp_path, capsys) -> None:
+    args = ["--classifier", "torchvision:resnet18", "--weights", "random", "--method", "scratch", "--width", "0.0625",
+            "--targets", "class:1", "--steps", "6", "--set", "lr=1e20", "--image-size", "32"]
+    out = tmp_path / "out"
+    code, err = run(capsys, *args, "--out", str(out))
+    assert code == 2 and "failed, first class-0001: loss became nan" in err.lower()
+    errors = [line for line in err.splitlines() if line.startswith("atlas generate: error:")]
+    assert len(errors) == 1 and not out.exists()
+    code, _ = run(capsys, *args, "--out", str(out), "--on-nan", "record")
+    assert code == 0
+    records = pd.read_parquet(out / "records.parquet")
+    assert records["failed"].all() and records["image"].isna().all()
+    assert not list(out.glob("*.png"))
+
+
+def test_refuses_to_replace_a_folder_that_is_not_an_atlas_output(tmp_path, capsys) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    code, err = run(capsys, "--method", "pixel", "--targets", "class:1", "--steps", "1", "--out", str(out))
+    assert code == 2 and "not an Atlas output" in err
+    assert (out / "precious.txt").read_text() == "keep me"
