@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 _STAGES: tuple[str, ...] = (
     "atlas.data",
     "atlas.generate",
+    "atlas.collect",
     "atlas.autoencoder",
 )
 

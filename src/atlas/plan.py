@@ -1,0 +1,141 @@
+"""Chunk planning for the Snakemake workflow: which targets each generation job optimises.
+
+The workflow imports this at DAG time, for every `snakemake` invocation (and on a cluster, in every
+job), so it must stay cheap: no torch, no classifier. Target ids are therefore formed here the same
+way `atlas.targets.Target.id` forms them (tests check that the two agree), and class indices are
+checked against the 1000 classes of ImageNet-1k, which every supported classifier has, rather
+than against a loaded model. Layer names and channel counts can only be checked by `atlas
+generate` itself, when the job loads the classifier.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from atlas.errors import AtlasError
+
+# Every classifier Atlas resolves (efficientnet-lite0/2, torchvision:<name>) is an ImageNet-1k one.
+NUM_CLASSES = 1000
+# Target kinds the workflow fans out over, in the order its jobs are listed.
+KINDS = ("class", "filter", "pair")
+# Layer names end up in target ids, file names and shell commands: keep them to these characters.
+LAYER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+_RANGE_RE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
+
+
+@dataclass(frozen=True)
+class PlannedTarget:
+    id: str  # as atlas.targets.Target.id: the PNG's stem and the records' target_id
+    kind: str
+    classes: tuple[int, ...] = ()
+    layer: str | None = None
+    channel: int | None = None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One generation job: `targets` of one kind, optimised by one method as one batch."""
+
+    method: str
+    kind: str
+    index: int
+    targets: tuple[PlannedTarget, ...]
+
+    @property
+    def name(self) -> str:
+        """The chunk's folder name under generate/<method>/<kind>/."""
+        return f"chunk-{self.index:04d}"
+
+    @property
+    def ids(self) -> list[str]:
+        return [t.id for t in self.targets]
+
+    def specs(self) -> list[str]:
+        """`--targets` SPECs naming exactly this chunk's targets (one per class list, pair list or
+        layer), for `atlas generate`."""
+        if self.kind == "class":
+            return ["class:" + ",".join(str(t.classes[0]) for t in self.targets)]
+        if self.kind == "pair":
+            return ["pair:" + ",".join("+".join(map(str, t.classes)) for t in self.targets)]
+        by_layer: dict[str, list[int]] = {}
+        for t in self.targets:
+            assert t.layer is not None and t.channel is not None
+            by_layer.setdefault(t.layer, []).append(t.channel)
+        return [f"filter:{layer}:" + ",".join(map(str, chans)) for layer, chans in by_layer.items()]
+
+
+def parse_indices(items: Iterable[int | str], what: str, limit: int | None) -> list[int]:
+    """Sorted unique indices from ints and "lo-hi" strings (inclusive); each must be < `limit`."""
+    out: set[int] = set()
+    for item in items:
+        if isinstance(item, bool):
+            raise AtlasError(f"{what}: {item!r} is not an index; write integers or ranges such as \"0-9\"")
+        if isinstance(item, int):
+            lo = hi = item
+        else:
+            m = _RANGE_RE.fullmatch(str(item))
+            if m is None:
+                raise AtlasError(f"{what}: malformed item {item!r}; write integers or ranges such as \"0-9\"")
+            lo = int(m.group(1))
+            hi = int(m.group(2)) if m.group(2) is not None else lo
+            if hi < lo:
+                raise AtlasError(f"{what}: range {item!r} runs backwards; write it as \"{hi}-{lo}\"")
+        if lo < 0 or (limit is not None and hi >= limit):
+            bound = f"0..{limit - 1}" if limit is not None else "0 or more"
+            raise AtlasError(f"{what}: {item!r} is out of range; indices are {bound}")
+        out.update(range(lo, hi + 1))
+    return sorted(out)
+
+
+def class_targets(classes: Iterable[int | str]) -> list[PlannedTarget]:
+    return [
+        PlannedTarget(id=f"class-{c:04d}", kind="class", classes=(c,))
+        for c in parse_indices(classes, "classes", NUM_CLASSES)
+    ]
+
+
+def pair_targets(pairs: Sequence[Sequence[int]]) -> list[PlannedTarget]:
+    """Pairs in the order given; a pair repeated (in either order) is an error, not a silent merge."""
+    out: list[PlannedTarget] = []
+    seen: set[frozenset[int]] = set()
+    for pair in pairs:
+        members = tuple(int(c) for c in pair)
+        label = "+".join(map(str, members))
+        if len(members) != 2 or members[0] == members[1]:
+            raise AtlasError(f"pairs: {label} is not a pair of two different classes; write e.g. [9, 30]")
+        parse_indices(members, f"pairs: {label}", NUM_CLASSES)
+        if frozenset(members) in seen:
+            raise AtlasError(f"pairs: {label} is listed twice; list each pair once")
+        seen.add(frozenset(members))
+        out.append(PlannedTarget(id="pair-" + "+".join(f"{c:04d}" for c in members), kind="pair", classes=members))
+    return out
+
+
+def filter_targets(filters: Sequence[dict[str, object]]) -> list[PlannedTarget]:
+    """One target per (layer, channel); a layer listed twice is an error."""
+    out: list[PlannedTarget] = []
+    layers: set[str] = set()
+    for entry in filters:
+        layer = str(entry["layer"])
+        if not LAYER_RE.fullmatch(layer):
+            raise AtlasError(f"filters: layer name {layer!r} has characters other than letters, digits and _ . -")
+        if layer in layers:
+            raise AtlasError(f"filters: layer {layer} is listed twice; merge its channels into one entry")
+        layers.add(layer)
+        channels = entry.get("channels")
+        assert isinstance(channels, list)
+        for k in parse_indices(channels, f"filters: channels of {layer}", None):
+            out.append(PlannedTarget(id=f"filter-{layer}-{k:04d}", kind="filter", layer=layer, channel=k))
+    return out
+
+
+def plan_chunks(method: str, kind: str, targets: Sequence[PlannedTarget], chunk_size: int) -> list[Chunk]:
+    """Split `targets` into consecutive chunks of at most `chunk_size`."""
+    if chunk_size < 1:
+        raise AtlasError(f"methods.{method}.chunk_size must be at least 1, got {chunk_size}")
+    return [
+        Chunk(method=method, kind=kind, index=i // chunk_size, targets=tuple(targets[i : i + chunk_size]))
+        for i in range(0, len(targets), chunk_size)
+    ]
