@@ -1,0 +1,45 @@
+# Atlas: a classifier's preferred input for every class, chosen filters and class pairs
+# (Despraz et al. 2017), as a batch workflow (DESIGN.md section 4):
+#
+#   extract -> train_dae --+                                  (only with the pretrained method)
+#                          +-> generate_<method>_<kind>_<k> (one job per chunk) -> collect
+#
+#   snakemake --cores all                    # the embedded default (config.yaml), on this machine
+#   snakemake --cores all --profile slurm    # on a SLURM cluster; generation asks for a GPU
+#   snakemake --cores all --configfile workflow/configs/imagenet-vgg16.yaml   # the paper's run
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+validate_config("workflow/schemas/config.schema.yaml")
+check_config()
+
+
+include: "workflow/rules/dataset.smk"
+include: "workflow/rules/autoencoder.smk"
+include: "workflow/rules/generate.smk"
+include: "workflow/rules/collect.smk"
+
+
+localrules:
+    all,
+    collect,
+
+
+# Scores, the final Parquet index and the static site come next: their rules go in their own
+# stage files, and their final outputs join the inputs of `all`.
+rule all:
+    input:
+        records=f"{run_dir()}/records.parquet",
+        # A job reruns for a missing output only if something requests it: requested here, a
+        # deleted image reruns the chunk that wrote it (see chunk_images in common.smk).
+        images=all_chunk_images(),
+    default_target: True

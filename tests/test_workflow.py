@@ -1,0 +1,330 @@
+"""The Snakemake workflow, run end to end on the tiny config (.test/config.yaml) as a subprocess.
+
+One full run (module fixture) is shared: tests that change it work on a copy of its folder, with
+snakemake's own records (.snakemake/) and the files' times, so that what snakemake decides to
+rerun is what it would decide in the original.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from atlas.errors import AtlasError
+from atlas.methods import MethodSettings
+from atlas.plan import Chunk, class_targets, filter_targets, pair_targets, parse_indices, plan_chunks
+from atlas.targets import parse_specs
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+TINY = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+RUN = TINY["run"]
+TIMEOUT_S = 600
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = TIMEOUT_S, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run snakemake on the workflow in `workdir` with `workdir/config.yaml`; never raises on failure."""
+    return subprocess.run(
+        _command(workdir, *args), cwd=workdir, env=env or _env(), stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def _command(workdir: Path, *args: str) -> list[str]:
+    return [
+        sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+        "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args,
+    ]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    # The rules call the `atlas` CLI of this environment; a SLURM_* variable from an enclosing job
+    # would redirect nothing here, but keep the runs independent of one.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def output(proc: subprocess.CompletedProcess[str]) -> str:
+    return proc.stdout + proc.stderr
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    text = output(proc)
+    assert proc.returncode == 0, text[-6000:]
+    return text
+
+
+def planned_jobs(text: str) -> dict[str, int]:
+    """The "Job stats" table that snakemake prints before a (dry) run: rule -> job count."""
+    if "Nothing to be done" in text:
+        return {}
+    m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal\s+\d+", text, re.S)
+    assert m, text[-4000:]
+    return {rule: int(n) for rule, n in (line.split() for line in m.group(1).splitlines())}
+
+
+def write_config(workdir: Path, change: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    cfg = copy.deepcopy(TINY)
+    if change is not None:
+        change(cfg)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return cfg
+
+
+def only_pixel(cfg: dict[str, Any]) -> None:
+    for method in ("scratch", "pretrained"):
+        cfg["methods"][method]["enabled"] = False
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny config run once, end to end: every stage, every method."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    write_config(workdir)
+    ok(snakemake(workdir))
+    return workdir
+
+
+@pytest.fixture()
+def tiny_copy(tiny_run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_run, tmp_path / "tiny", symlinks=True))
+
+
+# --------------------------------------------------------------------------------------------
+# End to end
+
+
+def test_end_to_end_writes_every_stage(tiny_run: Path) -> None:
+    run = tiny_run / "results" / RUN
+    records = pd.read_parquet(run / "records.parquet")
+    # 3 methods x (2 classes + 1 pair + 1 filter), one row each, every one with its image.
+    assert len(records) == 12 and not records["failed"].any()
+    assert set(records["method"]) == {"scratch", "pretrained", "pixel"}
+    assert set(records["target_id"]) == {"class-0000", "class-0009", "pair-0009+0030", "filter-_blocks.4-0000"}
+    assert not records.duplicated(["method", "target_id"]).any()
+    for image in records["image"]:
+        assert (run / image).is_file() and image.startswith("generate/")
+    assert set(records["steps"]) == {3}
+    # One log and one benchmark per job, none empty; the decoder the pretrained method used.
+    jobs = ["extract", "train_dae", "collect", *(f"generate/{m}/{k}/chunk-0000" for m in ("scratch", "pretrained", "pixel") for k in ("class", "filter", "pair"))]  # fmt: skip
+    for job in jobs:
+        assert (run / "logs" / f"{job}.log").is_file(), job
+        bench = pd.read_csv(run / "benchmarks" / f"{job}.tsv", sep="\t")
+        assert len(bench) == 1 and bench.loc[0, "s"] > 0, job
+    assert len(list((run / "autoencoder").glob("*/decoder.pt"))) == 1
+    assert (run / "dataset" / "images.npy").is_file()
+    # Nothing left to do.
+    assert planned_jobs(ok(snakemake(tiny_run, "-n"))) == {}
+
+
+# --------------------------------------------------------------------------------------------
+# Incremental reruns
+
+
+def test_deleting_one_image_reruns_only_its_chunk(tiny_copy: Path) -> None:
+    png = tiny_copy / "results" / RUN / "generate" / "pixel" / "class" / "chunk-0000" / "class-0009.png"
+    before = png.read_bytes()
+    png.unlink()
+    assert planned_jobs(ok(snakemake(tiny_copy, "-n"))) == {"generate_pixel_class_0000": 1, "collect": 1, "all": 1}
+    ok(snakemake(tiny_copy))
+    assert png.read_bytes() == before, "the rerun chunk must give the same image"
+
+
+def test_changing_one_methods_setting_reruns_only_that_method(tiny_copy: Path) -> None:
+    def change(cfg: dict[str, Any]) -> None:
+        cfg["methods"]["scratch"]["settings"]["lr"] = 0.02
+
+    write_config(tiny_copy, change)
+    jobs = planned_jobs(ok(snakemake(tiny_copy, "-n")))
+    assert jobs == {
+        "generate_scratch_class_0000": 1, "generate_scratch_filter_0000": 1, "generate_scratch_pair_0000": 1,
+        "collect": 1, "all": 1,
+    }  # fmt: skip
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tiny_run: Path, tmp_path: Path) -> None:
+    def change(cfg: dict[str, Any]) -> None:
+        only_pixel(cfg)
+        cfg["methods"]["pixel"]["chunk_size"] = 1
+        cfg["pairs"], cfg["filters"] = [], []
+
+    workdir = tmp_path / "interrupted"
+    write_config(workdir, change)
+    chunks = workdir / "results" / RUN / "generate" / "pixel" / "class"
+    log_path = tmp_path / "first.log"
+    with open(log_path, "w") as log:
+        # Its own process group, with SIGINT's default action (a test runner may ignore SIGINT,
+        # and children inherit that), so that the group gets a Ctrl-C as from a terminal.
+        proc = subprocess.Popen(
+            [*_command(workdir), "--cores", "1"], cwd=workdir, env=_env(), stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + TIMEOUT_S
+            # The first chunk finished as snakemake sees it (its records of the job written).
+            while not re.search(r"^1 of \d+ steps", log_path.read_text(), re.M):
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "no chunk finished in time"
+                time.sleep(0.1)
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C while the second chunk runs
+            proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    first = log_path.read_text()
+    assert proc.returncode != 0 and "Terminating processes on user request" in first, first[-3000:]
+    started = re.findall(r"^localrule (generate_pixel_class_\d+):", first, re.M)
+    assert len(started) == 2, first[-3000:]
+    assert not list(chunks.glob(".*")), "an interrupted chunk left its temporary folder behind"
+
+    rerun = ok(snakemake(workdir, "--rerun-incomplete"))
+    assert planned_jobs(rerun) == {started[1]: 1, "collect": 1, "all": 1}
+    # Same images as the uninterrupted run, which optimised both classes as one chunk.
+    for target in ("class-0000", "class-0009"):
+        ours = next(chunks.glob(f"chunk-*/{target}.png")).read_bytes()
+        theirs = tiny_run / "results" / RUN / "generate" / "pixel" / "class" / "chunk-0000" / f"{target}.png"
+        assert ours == theirs.read_bytes(), target
+    assert len(pd.read_parquet(workdir / "results" / RUN / "records.parquet")) == 2
+
+
+def test_a_failed_chunk_lets_the_others_finish_and_reruns_alone(tmp_path: Path) -> None:
+    def broken(cfg: dict[str, Any]) -> None:
+        only_pixel(cfg)
+        cfg["filters"] = [{"layer": "_blocks.99", "channels": [0]}]  # only the job can know it does not exist
+
+    workdir = tmp_path / "failing"
+    write_config(workdir, broken)
+    text = output(proc := snakemake(workdir, "--keep-going"))
+    assert proc.returncode != 0, text
+    run = workdir / "results" / RUN
+    assert (run / "generate/pixel/class/chunk-0000/records.parquet").is_file()
+    assert (run / "generate/pixel/pair/chunk-0000/records.parquet").is_file()
+    assert not (run / "generate/pixel/filter/chunk-0000").exists() or not any((run / "generate/pixel/filter/chunk-0000").iterdir())
+    assert "unknown layer '_blocks.99'" in (run / "logs/generate/pixel/filter/chunk-0000.log").read_text()
+    assert not (run / "records.parquet").exists()
+
+    def fixed(cfg: dict[str, Any]) -> None:
+        only_pixel(cfg)
+
+    write_config(workdir, fixed)
+    assert planned_jobs(ok(snakemake(workdir, "-n"))) == {"generate_pixel_filter_0000": 1, "collect": 1, "all": 1}
+
+
+# --------------------------------------------------------------------------------------------
+# Planning the paper's run
+
+
+def test_the_paper_config_plans_all_1000_classes_without_importing_torch(tmp_path: Path) -> None:
+    workdir = tmp_path / "vgg"
+    (workdir / "imagenet").mkdir(parents=True)
+    cfg = yaml.safe_load((REPO / "workflow" / "configs" / "imagenet-vgg16.yaml").read_text())
+    cfg["dataset"]["root"] = "imagenet"
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    # A `torch` that cannot be imported: planning must not load (or download) VGG-16.
+    (tmp_path / "no_torch" / "torch").mkdir(parents=True)
+    (tmp_path / "no_torch" / "torch" / "__init__.py").write_text("raise ImportError('torch imported at DAG time')\n")
+    env = _env() | {"PYTHONPATH": str(tmp_path / "no_torch")}
+    text = ok(snakemake(workdir, "-n", "-p", env=env))
+
+    targets: dict[str, list[str]] = {}
+    for method, specs in re.findall(r"atlas generate --method (\w+) (.*?) --out ", text):
+        targets.setdefault(method, []).extend(re.findall(r"--targets (\S+)", specs))
+    assert set(targets) == {"scratch", "pretrained", "pixel"}
+    for method, specs in targets.items():
+        classes = [int(c) for s in specs if s.startswith("class:") for c in s.removeprefix("class:").split(",")]
+        assert sorted(classes) == list(range(1000)), method
+        filters = sum(len(s.split(":")[2].split(",")) for s in specs if s.startswith("filter:"))
+        assert filters == 128 + 512, method
+    jobs = planned_jobs(text)
+    assert sum(n for rule, n in jobs.items() if rule.startswith("generate_scratch_class_")) == math.ceil(1000 / 32)
+    assert jobs["extract"] == 1 and jobs["train_dae"] == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Config errors: one clear line, before any job runs
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["methods"]["scratch"].update(chunk_szie=2),
+         "config: methods.scratch: Additional properties are not allowed ('chunk_szie' was unexpected)"),
+        (lambda c: c.update(classes=[0, 1000]), "config: classes: 1000 is out of range; indices are 0..999"),
+        (lambda c: c["dataset"].update(source="imagenet", root="no/such/folder"),
+         "config: dataset.root no/such/folder is not an existing folder (dataset.source imagenet)"),
+    ],
+)  # fmt: skip
+def test_config_errors_stop_before_any_job(tmp_path: Path, change: Callable[[dict[str, Any]], None], message: str) -> None:
+    write_config(tmp_path, change)
+    proc = snakemake(tmp_path, "-n")
+    text = output(proc)
+    assert proc.returncode != 0
+    line = next((ln for ln in text.splitlines() if ln.startswith("config:")), None)
+    assert line is not None and line.startswith(message), text[-3000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_reports_only_the_missing_software_environment(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    text = output(snakemake(tmp_path, "--lint"))
+    lints = set(re.findall(r"^\s+\* (.+?):?$", text, re.M))
+    # Every rule calls the `atlas` CLI of the uv environment the workflow runs from; snakemake's
+    # lint asks for a conda environment or container per rule, which this project does not use.
+    assert lints == {"Specify a conda environment or container for each rule."}, text[-4000:]
+
+
+# --------------------------------------------------------------------------------------------
+# The chunk plan and the schema (no snakemake)
+
+
+@pytest.mark.parametrize(
+    ("kind", "planned"),
+    [
+        ("class", class_targets([0, "5-7", 3])),
+        ("pair", pair_targets([[9, 30], [593, 611], [30, 9 + 1]])),
+        ("filter", filter_targets([{"layer": "_blocks.4", "channels": ["0-2"]}, {"layer": "features.26", "channels": [5]}])),
+    ],
+)
+def test_chunk_specs_name_exactly_the_planned_targets(kind: str, planned: list[Any]) -> None:
+    chunks = plan_chunks("scratch", kind, planned, 2)
+    assert [len(c.targets) for c in chunks] == [2] * (len(planned) // 2) + [1] * (len(planned) % 2)
+    for chunk in chunks:
+        assert [t.id for t in parse_specs(chunk.specs())] == chunk.ids
+    assert [t for c in chunks for t in c.targets] == planned
+    assert isinstance(chunks[0], Chunk) and chunks[-1].name == f"chunk-{len(chunks) - 1:04d}"
+
+
+def test_class_lists_are_sorted_unique_and_checked() -> None:
+    assert parse_indices([9, "0-2", 1], "classes", 1000) == [0, 1, 2, 9]
+    for bad, message in [([1000], "out of range"), (["3-1"], "runs backwards"), (["x"], "malformed"), ([True], "not an index")]:
+        with pytest.raises(AtlasError, match=message):
+            parse_indices(bad, "classes", 1000)
+    with pytest.raises(AtlasError, match="listed twice"):
+        pair_targets([[1, 2], [2, 1]])
+    with pytest.raises(AtlasError, match="listed twice"):
+        filter_targets([{"layer": "a", "channels": [0]}, {"layer": "a", "channels": [1]}])
+    with pytest.raises(AtlasError, match="layer name"):
+        filter_targets([{"layer": "a;rm", "channels": [0]}])
+
+
+def test_the_schema_lists_every_method_setting() -> None:
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    fields = set(MethodSettings.__dataclass_fields__) - {"method"}
+    assert set(schema["$defs"]["settings"]["properties"]) == fields

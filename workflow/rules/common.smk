@@ -1,0 +1,254 @@
+# Helpers of the Atlas workflow: the config checks the schema cannot express, the chunk plan, and
+# the paths and arguments of every job. Evaluated for every snakemake invocation (and in every
+# cluster job), so nothing here imports torch or loads a classifier: class indices are checked
+# against ImageNet-1k's 1000 classes, layer names and channel counts by `atlas generate` itself.
+
+import hashlib
+import json
+import os
+import shlex
+
+import pyarrow.parquet as pq
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from atlas.errors import AtlasError
+from atlas.methods import METHODS, settings_for
+from atlas.plan import KINDS, class_targets, filter_targets, pair_targets, plan_chunks
+
+
+def run_dir():
+    """Everything a run writes goes under results/<run>/."""
+    return f"results/{config['run']}"
+
+
+def fail(message):
+    """Stop before any job runs, with a one-line message."""
+    raise WorkflowError(f"config: {message}")
+
+
+def validate_config(schema):
+    """`snakemake.utils.validate` (which also fills in the defaults), its error cut to one line."""
+    from jsonschema import ValidationError
+
+    try:
+        validate(config, schema)
+    except WorkflowError as exc:
+        cause = exc.__context__  # validate() raises its WorkflowError while handling this
+        if not isinstance(cause, ValidationError):
+            raise
+        where = ".".join(str(p) for p in cause.absolute_path) or "top level"
+        fail(f"{where}: {cause.message} (schema {schema})")
+
+
+def enabled_methods():
+    return [m for m in METHODS if config["methods"][m]["enabled"]]
+
+
+def method_overrides(method):
+    """The method's non-null settings, as the text `--set` takes (sorted: stable params)."""
+    out = {}
+    for key, value in sorted(config["methods"][method]["settings"].items()):
+        if value is not None:
+            out[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+def planned_targets(kind):
+    if kind == "class":
+        return class_targets(config["classes"])
+    if kind == "pair":
+        return pair_targets(config["pairs"])
+    return filter_targets(config["filters"])
+
+
+def check_config():
+    """Everything the schema cannot say, checked before any job runs."""
+    try:
+        targets = {kind: planned_targets(kind) for kind in KINDS}
+        for method in enabled_methods():
+            settings_for(method, config["methods"][method]["preset"], method_overrides(method))
+    except AtlasError as exc:
+        fail(str(exc))
+    if not enabled_methods():
+        fail("methods: every method is disabled; enable at least one of " + ", ".join(METHODS))
+    if not any(targets.values()):
+        fail("no targets: list some classes, pairs or filters")
+    weights = config["classifier"]["weights"]
+    if weights not in ("default", "random") and not os.path.isfile(weights):
+        fail(f"classifier.weights: {weights} is neither default, random nor an existing file")
+    if "pretrained" in enabled_methods():
+        check_dataset(config["dataset"])
+
+
+def check_dataset(dataset):
+    source, root = dataset["source"], dataset["root"]
+    if source == "bundled":
+        if root is not None:
+            fail("dataset.root is for source folder or imagenet; drop it for bundled")
+    elif root is None:
+        fail(f"dataset.root is needed for dataset.source {source}: the folder that holds the images")
+    elif not os.path.isdir(root):
+        fail(f"dataset.root {root} is not an existing folder (dataset.source {source})")
+    if dataset["classes"] is not None and source != "imagenet":
+        fail("dataset.classes selects ImageNet classes: use it with dataset.source imagenet")
+
+
+# --------------------------------------------------------------------------------------------
+# The chunk plan
+
+
+def planned_chunks():
+    """Every generation job: enabled method x target kind x chunk of the configured chunk size."""
+    chunks = []
+    for method in enabled_methods():
+        size = config["methods"][method]["chunk_size"]
+        for kind in KINDS:
+            chunks.extend(plan_chunks(method, kind, planned_targets(kind), size))
+    return chunks
+
+
+def chunk_dir(chunk):
+    return f"{run_dir()}/generate/{chunk.method}/{chunk.kind}/{chunk.name}"
+
+
+def chunk_log(chunk, folder):
+    suffix = "tsv" if folder == "benchmarks" else "log"
+    return f"{run_dir()}/{folder}/generate/{chunk.method}/{chunk.kind}/{chunk.name}.{suffix}"
+
+
+def chunk_records(chunk):
+    return f"{chunk_dir(chunk)}/records.parquet"
+
+
+def chunk_job_name(chunk):
+    return f"generate_{chunk.method}_{chunk.kind}_{chunk.index:04d}"
+
+
+def chunk_images(chunk):
+    """The PNGs this chunk's records promise, listed only while one of them is missing.
+
+    Declared as outputs of the chunk's job and requested by `all`, they make deleting one image
+    rerun that chunk alone. Only while one is missing: snakemake records provenance (params,
+    code, input set) per output file when a job finishes and checks it only for jobs whose every
+    output has it, so outputs that were not declared when the job ran would switch those rerun
+    triggers off. Only the images the records list: a target whose loss went NaN is recorded as
+    failed and has no PNG (snakemake has no optional outputs).
+    """
+    records = chunk_records(chunk)
+    if not os.path.isfile(records):
+        return []
+    try:
+        rows = pq.read_table(records, columns=["target_id", "image", "failed"]).to_pylist()
+    except Exception:  # unreadable records promise nothing; `atlas collect` reports them
+        return []
+    planned = set(chunk.ids)
+    images = [
+        f"{chunk_dir(chunk)}/{row['image']}"
+        for row in rows
+        if not row["failed"] and row["target_id"] in planned and row["image"] == f"{row['target_id']}.png"
+    ]
+    return sorted(images) if not all(os.path.isfile(p) for p in images) else []
+
+
+def chunk_inputs(chunk):
+    inputs = {}
+    if chunk.method == "pretrained":
+        inputs["decoder"] = autoencoder_file("decoder.pt")
+    if config["classifier"]["weights"] not in ("default", "random"):
+        inputs["weights"] = config["classifier"]["weights"]
+    return inputs
+
+
+def all_chunk_records():
+    return [chunk_records(c) for c in planned_chunks()]
+
+
+def all_chunk_images():
+    return [png for c in planned_chunks() for png in chunk_images(c)]
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments of the jobs (params): text for the shell, quoted
+
+
+def _flags(pairs):
+    return " ".join(f"--{flag} {shlex.quote(str(value))}" for flag, value in pairs if value is not None)
+
+
+def classifier_args():
+    c = config["classifier"]
+    return _flags([("classifier", c["name"]), ("weights", c["weights"]), ("image-size", c["image_size"])])
+
+
+def chunk_target_args(chunk):
+    return " ".join(f"--targets {shlex.quote(spec)}" for spec in chunk.specs())
+
+
+def method_args(method):
+    """--preset and one --set per overridden setting: only this method's own (so that changing
+    one method's settings reruns that method's jobs alone, by the params rerun trigger)."""
+    sets = " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in method_overrides(method).items())
+    return f"--preset {config['methods'][method]['preset']} {sets}".strip()
+
+
+def decoder_arg(wildcards, input):
+    return f"--decoder {shlex.quote(input.decoder)}" if "decoder" in input.keys() else ""
+
+
+def folder_of(wildcards, output):
+    """The folder of a job's first named output (a tool's --out DIR)."""
+    return os.path.dirname(output[0])
+
+
+def folder_of_input(wildcards, input):
+    return os.path.dirname(input[0])
+
+
+def extract_args():
+    d = config["dataset"]
+    crops = d["augment_crops"]
+    return _flags(
+        [
+            ("source", d["source"]),
+            ("root", d["root"]),
+            ("classes", d["classes"]),
+            ("per-class", d["per_class"]),
+            ("size", d["size"]),
+            ("augment-crops", crops),
+            ("val-fraction", d["val_fraction"]),
+            ("seed", d["seed"]),
+        ]
+    )
+
+
+def train_args():
+    a = config["autoencoder"]
+    args = _flags(
+        [
+            ("classifier", config["classifier"]["name"]),
+            ("width", a["width"]),
+            ("epochs", a["epochs"]),
+            ("batch-size", a["batch_size"]),
+            ("optimiser", a["optimiser"]),
+            ("lr", a["lr"]),
+            ("noise-std", a["noise_std"]),
+            ("seed", a["seed"]),
+        ]
+    )
+    if a["augment"] is not None:
+        args += " --augment" if a["augment"] else " --no-augment"
+    return args
+
+
+def autoencoder_file(name):
+    """A file of the autoencoder's run folder, named by a hash of everything that decides the
+    training: `atlas train-dae` resumes a run from its checkpoint but refuses one with other
+    settings, so other settings get a folder of their own (and an interrupted run resumes)."""
+    decided_by = {
+        "classifier": config["classifier"]["name"],
+        "autoencoder": config["autoencoder"],
+        "dataset": config["dataset"],
+    }
+    digest = hashlib.sha256(json.dumps(decided_by, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{run_dir()}/autoencoder/{digest}/{name}"

@@ -1,0 +1,49 @@
+# Stage 3: the generation jobs, one per (method, target kind, chunk); each optimises its chunk of
+# targets as one batch with `atlas generate` into its own folder (PNGs, records.parquet, run.json).
+#
+# One job per chunk, each declared on its own (the loop below): snakemake has no optional outputs
+# and a wildcard rule cannot declare a per-chunk list of files, and declaring the images a chunk's
+# records promise as outputs of that chunk's job (while one is missing: chunk_images in
+# common.smk) is what makes deleting one image rerun its chunk alone. records.parquet is flagged
+# update(): snakemake keeps it while the chunk reruns, so `atlas generate` recognises the folder
+# as its own and replaces it whole (with the PNGs of targets that moved to another chunk), and
+# snakemake restores it if the rerun fails.
+#
+# Only the chunk's own method's settings are in its params, so the params rerun trigger reruns
+# exactly the jobs of a method whose settings changed. A target whose loss goes NaN is recorded
+# as failed (--on-nan record) instead of failing its whole chunk.
+
+for chunk in planned_chunks():
+
+    rule:
+        name:
+            chunk_job_name(chunk)
+        input:
+            **chunk_inputs(chunk),
+        output:
+            *chunk_images(chunk),
+            records=update(chunk_records(chunk)),
+            run=f"{chunk_dir(chunk)}/run.json",
+        params:
+            method=chunk.method,
+            method_args=method_args(chunk.method),
+            classifier=classifier_args(),
+            targets=chunk_target_args(chunk),
+            chunk_size=len(chunk.targets),
+            seed=config["seed"],
+            decoder=decoder_arg,
+            out=folder_of,
+        # One thread: measured on this 2-core machine, one 2-thread job took 5x longer than a
+        # 1-thread one as soon as anything else ran (OpenMP oversubscription), while two 1-thread
+        # jobs side by side took 1.5x one. With a GPU the thread count hardly matters.
+        threads: 1
+        resources:
+            gpu=1,
+        log:
+            chunk_log(chunk, "logs"),
+        benchmark:
+            chunk_log(chunk, "benchmarks")
+        shell:
+            "OMP_NUM_THREADS={threads} atlas generate --method {params.method} {params.method_args} "
+            "{params.classifier} {params.targets} {params.decoder} --seed {params.seed} "
+            "--chunk-size {params.chunk_size} --on-nan record --device auto --out {params.out} > {log} 2>&1"
