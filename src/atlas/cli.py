@@ -24,6 +24,7 @@ _STAGES: tuple[str, ...] = (
     "atlas.generate",
     "atlas.collect",
     "atlas.autoencoder",
+    "atlas.site",
 )
 
 
