@@ -229,3 +229,15 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path: Path, capsys
     assert "not an atlas site" in _error(capsys, ["site", "--index", str(index), "--out", str(tmp_path / "mine")])
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep" and index.is_file()
     assert "out of range" in _error(capsys, ["site", "--index", str(index), "--thumb-size", "2"])
+
+
+def test_the_workflow_rule_renders_the_site_from_the_index(tmp_path: Path) -> None:
+    from tests.test_workflow import RUN, ok, snakemake, write_config
+
+    write_config(tmp_path)
+    run = tmp_path / "results" / RUN
+    synthetic_index(run, labels=LABELS, failed=FAILED)
+    ok(snakemake(tmp_path, f"results/{RUN}/site"))
+    assert (run / "site" / "index.html").is_file() and (run / "site" / "class-0001.html").is_file()
+    assert "wrote the site of 7 targets" in (run / "logs" / "site.log").read_text()
+    assert (run / "benchmarks" / "site.tsv").is_file()

@@ -48,7 +48,9 @@
     }
     a.appendChild(el("div", "name", r[LABEL]));
     a.appendChild(el("div", "muted", name + " \u00b7 " + r[ID]));
-    a.appendChild(el("div", "muted", "D " + fmt(r[S0]) + " \u00b7 judge " + fmt(r[S0 + 1]) + " \u00b7 robust " + fmt(r[S0 + 2])));
+    a.appendChild(el("div", "muted", r[S0] === null && r[FAILED] === null
+      ? "activation " + fmt(r[S0 + 4])  // a filter: no probabilities
+      : "D " + fmt(r[S0]) + " \u00b7 judge " + fmt(r[S0 + 1]) + " \u00b7 robust " + fmt(r[S0 + 2])));
     hay.push((r[LABEL] + " " + r[ID]).toLowerCase());
     return a;
   });
@@ -83,6 +85,9 @@
   }
 
   document.getElementById("controls").addEventListener("submit", function (e) { e.preventDefault(); });
-  [q, method, kind, sort, order].forEach(function (c) { c.addEventListener("input", apply); });
+  [q, method, kind, sort, order].forEach(function (c) {
+    c.addEventListener("input", apply);
+    c.addEventListener("change", apply);
+  });
   apply();
 }());
