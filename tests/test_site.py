@@ -94,6 +94,12 @@ def test_the_site_has_every_page_and_file(site: Path) -> None:
     assert len(csv) == table.num_rows == 21
     assert EVIL in set(csv["label"])
     assert json.loads(csv["loss_curve"].iloc[0]) == table.column("loss_curve")[0].as_py()
+    # The provenance page shows the metadata's entries, the downloads page links the files.
+    prov = "".join(parse(site / "provenance.html").text)
+    for text in ("config_sha256", "ef" * 32, "git_commit", "0" * 40, "judge-net", "decoder_sha256", "cd" * 32):
+        assert text in prov, text
+    links = [url for _, url in parse(site / "downloads.html").links]
+    assert "index.parquet" in links and "index.csv" in links
 
 
 def test_every_link_is_relative_and_resolves(site: Path) -> None:
