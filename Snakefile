@@ -3,6 +3,7 @@
 #
 #   extract -> train_dae --+                                  (only with the pretrained method)
 #                          +-> generate_<method>_<kind>_<k> (one job per chunk) -> collect
+#                                                           -> (scores, index) -> site
 #
 #   snakemake --cores all                    # the embedded default (config.yaml), on this machine
 #   snakemake --cores all --profile slurm    # on a SLURM cluster; generation asks for a GPU
@@ -27,11 +28,13 @@ include: "workflow/rules/dataset.smk"
 include: "workflow/rules/autoencoder.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/collect.smk"
+include: "workflow/rules/site.smk"
 
 
 localrules:
     all,
     collect,
+    site,
 
 
 # Scores, the final Parquet index and the static site come next: their rules go in their own
@@ -42,4 +45,5 @@ rule all:
         # A job reruns for a missing output only if something requests it: requested here, a
         # deleted image reruns the chunk that wrote it (see chunk_images in common.smk).
         images=all_chunk_images(),
+        site=f"{run_dir()}/site",
     default_target: True

@@ -25,6 +25,7 @@ _STAGES: tuple[str, ...] = (
     "atlas.generate",
     "atlas.collect",
     "atlas.autoencoder",
+    "atlas.site",
 )
 
 
