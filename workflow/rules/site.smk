@@ -8,6 +8,8 @@ rule site:
         index=f"{run_dir()}/index.parquet",
     output:
         site=directory(f"{run_dir()}/site"),
+    conda:
+        "../envs/atlas.yaml"
     log:
         f"{run_dir()}/logs/site.log",
     benchmark:
