@@ -37,7 +37,6 @@ from atlas.classifier import Classifier, load_classifier
 from atlas.data import load_dataset
 from atlas.errors import AtlasError
 from atlas.io import atomic_dir
-from atlas.metadata import file_sha256
 from atlas.scores import to_input, to_rgb
 from atlas.targets import Target, check_targets, parse_specs
 
@@ -100,7 +99,7 @@ def exemplars(
     result = pa.Table.from_pydict(table, schema=_SCHEMA)
     info = {
         "atlas": __version__, "top_k": top_k, "dataset": str(data), "candidates": len(rows),
-        "images_sha256": file_sha256(str(Path(data) / "images.npy")),
+        "images_sha256": _dataset_sha256(data),
         "classifier": {"name": classifier.name, "weights": classifier.weights, "input_size": classifier.input_size},
     }  # fmt: skip
     result = result.replace_schema_metadata({EXEMPLARS_KEY: json.dumps(info).encode()})
@@ -110,6 +109,15 @@ def exemplars(
         pq.write_table(result, tmp / EXEMPLARS)
     log.info("wrote the top %d of %d dataset images for %d targets (%d images) to %s", top_k, len(rows), len(targets), len(used), out)  # fmt: skip
     return result
+
+
+def _dataset_sha256(data: Path) -> str | None:
+    """The images' sha256 as `atlas extract` recorded it (hashing an ImageNet-sized array again
+    would take minutes)."""
+    try:
+        return json.loads((Path(data) / "extract.json").read_text())["images"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _name(row: int) -> str:

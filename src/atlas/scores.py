@@ -312,6 +312,20 @@ def _weights_info(c: Classifier) -> dict[str, object]:
     }  # fmt: skip
 
 
+def write_scores(table: pa.Table, classifier: Classifier, judge: Classifier, transforms: Sequence[Transform], out: Path) -> None:
+    """Write a chunk's scores atomically, with what made them as JSON under `SCORES_KEY`."""
+    info = {
+        "classifier": _weights_info(classifier),
+        "judge": _weights_info(judge),
+        "robustness": [asdict(t) for t in transforms],
+        "atlas": __version__,
+        "device": str(classifier.device),
+    }
+    table = table.replace_schema_metadata({SCORES_KEY: json.dumps(info).encode()})
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp)
+
+
 def run(args: argparse.Namespace) -> int:
     from atlas.generate import pick_device
 
@@ -321,6 +335,7 @@ def run(args: argparse.Namespace) -> int:
     if args.jitter_px < 0 or args.jitter_count < 0 or any(not 0.25 <= s <= 4 for s in scales):
         raise AtlasError("--jitter-px and --jitter-count must be >= 0 and --scale factors in 0.25..4; e.g. --scale 0.9 --scale 1.1")
     transforms = robustness_set(args.jitter_px, args.jitter_count, scales, args.flip, args.robust_seed)
+    _read_records(Path(args.chunk))  # before loading two classifiers
     device = pick_device(args.device)
     classifier = load_classifier(args.classifier, args.weights, seed=args.seed)
     if args.image_size is not None:
@@ -329,16 +344,7 @@ def run(args: argparse.Namespace) -> int:
     classifier.to(device)
     judge.to(device)
     table = score_chunk(classifier, judge, Path(args.chunk), transforms, args.batch_size)
-    info = {
-        "classifier": _weights_info(classifier),
-        "judge": _weights_info(judge),
-        "robustness": [asdict(t) for t in transforms],
-        "atlas": __version__,
-        "device": str(device),
-    }
-    table = table.replace_schema_metadata({SCORES_KEY: json.dumps(info).encode()})
-    with atomic_path(args.out) as tmp:
-        pq.write_table(table, tmp)
+    write_scores(table, classifier, judge, transforms, Path(args.out))
     log.info("scored %d images of %s under %s and %d transformations into %s",
              table.num_rows, args.chunk, judge.name, len(transforms), args.out)  # fmt: skip
     return 0
