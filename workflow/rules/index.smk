@@ -9,7 +9,7 @@ rule index:
     output:
         index=f"{run_dir()}/index.parquet",
     params:
-        run_dir=run_dir(),
+        run_dir=folder_of,
         exemplars=exemplars_arg,
         config=config_json(),
     log:
