@@ -210,3 +210,18 @@ def test_the_cli_writes_scores_with_their_provenance(tmp_path: Path, capsys: pyt
 def test_the_readme_lists_the_default_robustness_set() -> None:
     readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
     assert ", ".join(t.name for t in robustness_set()) in readme
+
+
+def test_torchvision_default_weights_are_found_in_the_hub_cache_for_their_sha256(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchvision.models import get_model
+
+    from atlas.classifier import load_classifier
+
+    # A cached "download" (random weights of the right shapes), where torchvision looks first.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save(get_model("resnet18", weights=None).state_dict(), cached)
+    assert load_classifier("torchvision:resnet18").weights_file == str(cached)
