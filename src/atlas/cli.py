@@ -25,6 +25,9 @@ _STAGES: tuple[str, ...] = (
     "atlas.generate",
     "atlas.collect",
     "atlas.autoencoder",
+    "atlas.scores",
+    "atlas.exemplars",
+    "atlas.index",
     "atlas.site",
 )
 
