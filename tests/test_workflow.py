@@ -133,9 +133,13 @@ def test_end_to_end_writes_every_stage(tiny_run: Path) -> None:
     for paths in classes["exemplars"]:
         assert all((run / p).is_file() for p in paths)
     assert index["config_sha256"].nunique() == 1 and index["classifier_sha256"].notna().all()
+    # The site: its grid, a page per target, and every image of the run in it.
+    site = run / "site"
+    assert (site / "index.html").is_file() and (site / "index.parquet").is_file()
+    assert {f"{t}.html" for t in records["target_id"]} <= {p.name for p in site.glob("*.html")}
     # One log and one benchmark per job, none empty; the decoder the pretrained method used.
     chunks = [f"{m}/{k}/chunk-0000" for m in ("scratch", "pretrained", "pixel") for k in ("class", "filter", "pair")]
-    jobs = ["extract", "train_dae", "collect", "exemplars", "index", *(f"generate/{c}" for c in chunks), *(f"score/{c}" for c in chunks)]  # fmt: skip
+    jobs = ["extract", "train_dae", "collect", "exemplars", "index", "site", *(f"generate/{c}" for c in chunks), *(f"score/{c}" for c in chunks)]  # fmt: skip
     for job in jobs:
         assert (run / "logs" / f"{job}.log").is_file(), job
         bench = pd.read_csv(run / "benchmarks" / f"{job}.tsv", sep="\t")
@@ -155,7 +159,7 @@ def test_deleting_one_image_reruns_only_its_chunk(tiny_copy: Path) -> None:
     before = png.read_bytes()
     png.unlink()
     assert planned_jobs(ok(snakemake(tiny_copy, "-n"))) == {
-        "generate_pixel_class_0000": 1, "score": 1, "collect": 1, "index": 1, "all": 1,
+        "generate_pixel_class_0000": 1, "score": 1, "collect": 1, "index": 1, "site": 1, "all": 1,
     }  # fmt: skip
     ok(snakemake(tiny_copy))
     assert png.read_bytes() == before, "the rerun chunk must give the same image"
@@ -169,7 +173,7 @@ def test_changing_one_methods_setting_reruns_only_that_method(tiny_copy: Path) -
     jobs = planned_jobs(ok(snakemake(tiny_copy, "-n")))
     assert jobs == {
         "generate_scratch_class_0000": 1, "generate_scratch_filter_0000": 1, "generate_scratch_pair_0000": 1,
-        "score": 3, "collect": 1, "index": 1, "all": 1,
+        "score": 3, "collect": 1, "index": 1, "site": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -216,7 +220,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny_run: Path, tmp_path: P
 
     scored = len(list((workdir / "results" / RUN / "scores").glob("pixel/class/*.parquet")))
     rerun = ok(snakemake(workdir, "--rerun-incomplete"))
-    assert planned_jobs(rerun) == {started[1]: 1, "score": 2 - scored, "collect": 1, "index": 1, "all": 1}
+    assert planned_jobs(rerun) == {started[1]: 1, "score": 2 - scored, "collect": 1, "index": 1, "site": 1, "all": 1}
     # Same images as the uninterrupted run, which optimised both classes as one chunk.
     for target in ("class-0000", "class-0009"):
         ours = next(chunks.glob(f"chunk-*/{target}.png")).read_bytes()
@@ -246,7 +250,7 @@ def test_a_failed_chunk_lets_the_others_finish_and_reruns_alone(tmp_path: Path) 
 
     write_config(workdir, fixed)
     assert planned_jobs(ok(snakemake(workdir, "-n"))) == {
-        "generate_pixel_filter_0000": 1, "score": 1, "collect": 1, "index": 1, "all": 1,
+        "generate_pixel_filter_0000": 1, "score": 1, "collect": 1, "index": 1, "site": 1, "all": 1,
     }  # fmt: skip
 
 
