@@ -192,6 +192,13 @@ def method_args(method):
     return f"--preset {config['methods'][method]['preset']} {sets}".strip()
 
 
+def compute_args():
+    """How the generation jobs run (config `compute`): --precision, --channels-last, --compile."""
+    c = config["compute"]
+    flags = f"--precision {c['precision']} --channels-last {c['channels_last']}"
+    return flags + (" --compile" if c["compile"] else "")
+
+
 def decoder_arg(wildcards, input):
     return f"--decoder {shlex.quote(input.decoder)}" if "decoder" in input.keys() else ""
 
