@@ -2,7 +2,9 @@
 
 Peaks: a GPU's from the table below by device name (vendor datasheets, dense, no sparsity); a
 CPU's measured in the same run with a large fp32 matmul (the best any kernel here can do on
-it), so a fraction of the CPU's peak is a fraction of what this CPU showed it can do.
+it), so a fraction of the CPU's peak is a fraction of what this CPU showed it can do. On a CPU
+both are per CPU-second (user+sys of this process), not per wall second: on a shared machine the
+wall clock also counts the time other processes held the cores.
 """
 
 from __future__ import annotations
@@ -50,16 +52,17 @@ def gpu_peak_tflops(device: torch.device, precision: str) -> float | None:
     return None
 
 
-def cpu_peak_tflops(size: int = 2048, repeats: int = 5) -> float:
-    """Measured: the best of `repeats` fp32 (size x size) @ (size x size) matmuls."""
+def cpu_peak_tflops(size: int = 2048, repeats: int = 10) -> float:
+    """Measured: TFLOP per CPU-second of the best of `repeats` fp32 (size x size) @ (size x size)
+    matmuls (CPU time: see the module docstring)."""
     a = torch.randn(size, size)
     b = torch.randn(size, size)
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         a @ b
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     return 2 * size**3 / best / 1e12
 
 

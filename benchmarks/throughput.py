@@ -15,16 +15,18 @@ steps after two warm-up steps, on a chunk of `class` targets, and prints:
 - GFLOP/step: counted with torch's FlopCounterMode on one step of a one-target chunk (forward and
   backward of G and D, fp32) and scaled by the chunk (the work per target does not depend on the
   chunk; FlopCounterMode over-counts grouped convolutions' backward, so it is not counted on one);
-- TFLOP/s achieved and the fraction of the device's peak: on a GPU the datasheet peak of
-  `_bench.GPU_PEAKS` at the run's precision (or --peak-tflops), on a CPU the peak measured in
-  this run with a large fp32 matmul;
+- TFLOP/s achieved (per wall second) and the fraction of the device's peak: on a GPU the
+  datasheet peak of `_bench.GPU_PEAKS` at the run's precision (or --peak-tflops); on a CPU the
+  peak measured in this run with a large fp32 matmul, both per CPU-second (on a shared machine
+  the wall clock also counts other processes' turns);
 - peak memory: GPU memory allocated by tensors, or on a CPU the process's peak RSS (which
   includes the Python process and D, about 0.5-1 GiB before any chunk);
 - each chunk's throughput relative to the first chunk size's;
 - the projected wall time of the full 1000-class atlas with the scratch method at 500 steps and
   the pretrained method at 1200 steps (the paper's budgets, `atlas.methods` preset `paper`) on
   this one device, from the best throughput measured per method (per-job start-up excluded; see
-  benchmarks/job_overhead.py).
+  benchmarks/job_overhead.py), and, from the FLOP counts alone, the time the same atlas takes on
+  one H100 at 100%, 30% and 10% of its bf16 peak.
 
 A benchmark, not a test: the figures depend on the machine and its load.
 """
@@ -37,7 +39,7 @@ from dataclasses import replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _bench import Clock, cpu_peak_tflops, describe_device, gpu_peak_tflops, peak_memory_gib, reset_peak_memory
+from _bench import GPU_PEAKS, Clock, cpu_peak_tflops, describe_device, gpu_peak_tflops, peak_memory_gib, reset_peak_memory
 from atlas.classifier import Classifier, load_classifier
 from atlas.generate import GenerateConfig, _parameterisation, pick_device, resolve_decoder
 from atlas.methods import MethodSettings, settings_for
@@ -91,7 +93,9 @@ def measure(
     }
 
 
-def _minutes(seconds: float) -> str:
+def _duration(seconds: float) -> str:
+    if seconds < 600:
+        return f"{seconds:.0f} s"
     return f"{seconds / 60:.1f} min" if seconds < 3600 * 2 else f"{seconds / 3600:.1f} h"
 
 
@@ -123,7 +127,7 @@ def main() -> None:
     if peak is None and device.type == "cuda":
         peak, peak_src = gpu_peak_tflops(device, runtime.precision), f"datasheet {runtime.precision} dense"
     if peak is None and device.type == "cpu":
-        peak, peak_src = cpu_peak_tflops(), "measured here: fp32 2048^3 matmul"
+        peak, peak_src = cpu_peak_tflops(), "measured here: fp32 2048^3 matmul, per CPU-second"
     size = f"{clf.input_size}px" + (" (REDUCED from the classifier's own size)" if args.image_size else "")
     print(f"{describe_device(device)}, torch {torch.__version__}, runtime {runtime.as_dict()}")
     print(f"classifier {args.classifier} ({args.weights}) at {size}, G width {args.width}, "
@@ -131,14 +135,17 @@ def main() -> None:
     print(f"{'method':<11}{'chunk':>6}{'s/step':>9}{'cpu s/step':>11}{'tgt-steps/s':>12}{'GFLOP/step':>11}"
           f"{'TFLOP/s':>9}{'of peak':>9}{'peak GiB':>9}")
     best: dict[str, tuple[float, int]] = {}
+    flop_per_target: dict[str, int] = {}
     for method in args.methods.split(","):
         base = None
-        per_target = flop_per_target_step(clf, method, args.width, device)
+        per_target = flop_per_target[method] = flop_per_target_step(clf, method, args.width, device)
         for chunk in chunks:
             r = measure(clf, method, chunk, args.steps, args.width, device, runtime)
             flop = per_target * chunk
             tflops = flop / r["sec_per_step"] / 1e12
-            frac = f"{tflops / peak:.1%}" if peak else "-"
+            # On a CPU the fraction is per CPU-second, as its measured peak (see _bench).
+            per_s = r["cpu_per_step"] if device.type == "cpu" else r["sec_per_step"]
+            frac = f"{flop / per_s / 1e12 / peak:.1%}" if peak else "-"
             base = base or r["target_steps_per_s"]
             ratio = f"   x{r['target_steps_per_s'] / base:.2f} vs chunk {chunks[0]}" if chunk != chunks[0] else ""
             print(f"{method:<11}{chunk:>6}{r['sec_per_step']:>9.3f}{r['cpu_per_step']:>11.3f}"
@@ -153,9 +160,16 @@ def main() -> None:
             rate, chunk = best[method]
             seconds = CLASSES * steps / rate
             total += seconds
-            parts.append(f"{method} {CLASSES} x {steps} steps at chunk {chunk}: {_minutes(seconds)}")
+            parts.append(f"{method} {CLASSES} x {steps} steps at chunk {chunk}: {_duration(seconds)}")
         print(f"projected full atlas on this device ({size}, G width {args.width}): " + "; ".join(parts)
-              + f"; total {_minutes(total)} (per-job start-up excluded)")
+              + f"; total {_duration(total)} (per-job start-up excluded)")
+    if all(m in flop_per_target for m in PAPER_STEPS):
+        # Device-independent: the full atlas's FLOP and what it takes at a given fraction of a peak.
+        total_flop = sum(CLASSES * steps * flop_per_target[m] for m, steps in PAPER_STEPS.items())
+        h100 = GPU_PEAKS["H100 SXM"]["bf16"] * 1e12
+        print(f"full atlas by FLOP count ({size}, G width {args.width}): {total_flop / 1e15:.0f} PFLOP; "
+              f"on one H100 (bf16 dense peak {h100 / 1e12:.0f} TFLOP/s) {_duration(total_flop / h100)} at 100% of peak, "
+              f"{_duration(total_flop / (0.3 * h100))} at 30%, {_duration(total_flop / (0.1 * h100))} at 10%")
 
 
 if __name__ == "__main__":

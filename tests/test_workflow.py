@@ -253,7 +253,8 @@ def test_the_paper_config_plans_all_1000_classes_without_importing_torch(tmp_pat
         filters = sum(len(s.split(":")[2].split(",")) for s in specs if s.startswith("filter:"))
         assert filters == 128 + 512, method
     jobs = planned_jobs(text)
-    assert sum(n for rule, n in jobs.items() if rule.startswith("generate_scratch_class_")) == math.ceil(1000 / 32)
+    chunk = cfg["methods"]["scratch"]["chunk_size"]
+    assert sum(n for rule, n in jobs.items() if rule.startswith("generate_scratch_class_")) == math.ceil(1000 / chunk)
     assert jobs["extract"] == 1 and jobs["train_dae"] == 1
 
 
