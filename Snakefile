@@ -2,7 +2,9 @@
 # (Despraz et al. 2017), as a batch workflow (DESIGN.md section 4):
 #
 #   extract -> train_dae --+                                  (only with the pretrained method)
-#                          +-> generate_<method>_<kind>_<k> (one job per chunk) -> collect
+#                          +-> generate_<method>_<kind>_<k> (one job per chunk) -> collect --+
+#                                 +-> score (one job per chunk) ----------------------------+-> index -> site
+#   extract -> exemplars (when exemplars.top_k > 0) ----------------------------------------+
 #
 #   snakemake --cores all                    # the embedded default (config.yaml), on this machine
 #   snakemake --cores all --profile slurm    # on a SLURM cluster; generation asks for a GPU
@@ -27,19 +29,25 @@ include: "workflow/rules/dataset.smk"
 include: "workflow/rules/autoencoder.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/collect.smk"
+include: "workflow/rules/score.smk"
+include: "workflow/rules/index.smk"
+include: "workflow/rules/site.smk"
 
 
 localrules:
     all,
     collect,
+    index,
+    site,
 
 
-# Scores, the final Parquet index and the static site come next: their rules go in their own
-# stage files, and their final outputs join the inputs of `all`.
+# The run's final outputs: the merged records, the index and the site (results/<run>/).
 rule all:
     input:
         records=f"{run_dir()}/records.parquet",
+        index=f"{run_dir()}/index.parquet",
         # A job reruns for a missing output only if something requests it: requested here, a
         # deleted image reruns the chunk that wrote it (see chunk_images in common.smk).
         images=all_chunk_images(),
+        site=f"{run_dir()}/site",
     default_target: True

@@ -58,6 +58,7 @@ def test_outputs_and_records(tmp_path, capsys) -> None:
         (["--targets", "class:1", "--decoder", "x.pt"], "--decoder is for the pretrained method"),
         (["--targets", "class:1", "--weights", "/nonexistent.pth"], "does not exist"),
         (["--targets", "class:1", "--image-size", "8"], "--image-size 8 is out of range"),
+        (["--targets", "class:1", "--set", "reg=l1_gamma"], "the pixel method cannot regularise with l1_gamma"),
     ],
 )
 def test_bad_input_is_a_one_line_error_exit_2_and_no_output(tmp_path, capsys, args, message) -> None:
@@ -97,3 +98,31 @@ def test_refuses_to_replace_a_folder_that_is_not_an_atlas_output(tmp_path, capsy
     code, err = run(capsys, "--method", "pixel", "--targets", "class:1", "--steps", "1", "--out", str(out))
     assert code == 2 and "not an Atlas output" in err
     assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_sigterm_removes_the_partial_output(tmp_path) -> None:
+    """A cancelled job (scancel, kill, snakemake stopping) exits 143 and leaves no temporary folder."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atlas.cli", "generate", "--classifier", "torchvision:resnet18", "--weights", "random",
+         "--method", "pixel", "--targets", "class:1", "--steps", "100000", "--image-size", "32", "--out", str(out)],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".out.*.tmp")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never started"
+            time.sleep(0.2)
+        time.sleep(1.0)  # inside the optimisation loop
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "terminated (SIGTERM)" in err.strip().splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from atlas.errors import AtlasError
 from atlas.methods import MethodSettings
 from atlas.plan import Chunk, class_targets, filter_targets, pair_targets, parse_indices, plan_chunks
+from atlas.schema import check_index
 from atlas.targets import parse_specs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,8 +123,19 @@ def test_end_to_end_writes_every_stage(tiny_run: Path) -> None:
     for image in records["image"]:
         assert (run / image).is_file() and image.startswith("generate/")
     assert set(records["steps"]) == {3}
+    # The index: one row per record, checked against the schema, every image scored.
+    index = check_index(pq.read_table(run / "index.parquet")).to_pandas()
+    assert list(index["target_id"]) == list(records["target_id"]) and list(index["method"]) == list(records["method"])
+    assert index["judge"].eq("efficientnet-lite2").all() and index["judge_top5"].map(len).eq(5).all()
+    classes = index[index["kind"] != "filter"]
+    assert classes["judge_prob"].between(0, 1).all() and classes["robust_prob"].between(0, 1).all()
+    assert (classes["exemplars"].map(len) == 4).all()
+    for paths in classes["exemplars"]:
+        assert all((run / p).is_file() for p in paths)
+    assert index["config_sha256"].nunique() == 1 and index["classifier_sha256"].notna().all()
     # One log and one benchmark per job, none empty; the decoder the pretrained method used.
-    jobs = ["extract", "train_dae", "collect", *(f"generate/{m}/{k}/chunk-0000" for m in ("scratch", "pretrained", "pixel") for k in ("class", "filter", "pair"))]  # fmt: skip
+    chunks = [f"{m}/{k}/chunk-0000" for m in ("scratch", "pretrained", "pixel") for k in ("class", "filter", "pair")]
+    jobs = ["extract", "train_dae", "collect", "exemplars", "index", *(f"generate/{c}" for c in chunks), *(f"score/{c}" for c in chunks)]  # fmt: skip
     for job in jobs:
         assert (run / "logs" / f"{job}.log").is_file(), job
         bench = pd.read_csv(run / "benchmarks" / f"{job}.tsv", sep="\t")
@@ -141,7 +154,9 @@ def test_deleting_one_image_reruns_only_its_chunk(tiny_copy: Path) -> None:
     png = tiny_copy / "results" / RUN / "generate" / "pixel" / "class" / "chunk-0000" / "class-0009.png"
     before = png.read_bytes()
     png.unlink()
-    assert planned_jobs(ok(snakemake(tiny_copy, "-n"))) == {"generate_pixel_class_0000": 1, "collect": 1, "all": 1}
+    assert planned_jobs(ok(snakemake(tiny_copy, "-n"))) == {
+        "generate_pixel_class_0000": 1, "score": 1, "collect": 1, "index": 1, "all": 1,
+    }  # fmt: skip
     ok(snakemake(tiny_copy))
     assert png.read_bytes() == before, "the rerun chunk must give the same image"
 
@@ -154,7 +169,7 @@ def test_changing_one_methods_setting_reruns_only_that_method(tiny_copy: Path) -
     jobs = planned_jobs(ok(snakemake(tiny_copy, "-n")))
     assert jobs == {
         "generate_scratch_class_0000": 1, "generate_scratch_filter_0000": 1, "generate_scratch_pair_0000": 1,
-        "collect": 1, "all": 1,
+        "score": 3, "collect": 1, "index": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -163,6 +178,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny_run: Path, tmp_path: P
         only_pixel(cfg)
         cfg["methods"]["pixel"]["chunk_size"] = 1
         cfg["pairs"], cfg["filters"] = [], []
+        cfg["exemplars"] = {"top_k": 0}  # no dataset either: generation and scoring alone
 
     workdir = tmp_path / "interrupted"
     write_config(workdir, change)
@@ -178,8 +194,12 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny_run: Path, tmp_path: P
         )  # fmt: skip
         try:
             deadline = time.monotonic() + TIMEOUT_S
-            # The first chunk finished as snakemake sees it (its records of the job written).
-            while not re.search(r"^1 of \d+ steps", log_path.read_text(), re.M):
+            # The first chunk finished as snakemake sees it (its records of the job written) and the
+            # second one started (a score job may run in between).
+            while not (
+                re.search(r"^\d+ of \d+ steps", log_path.read_text(), re.M)
+                and len(re.findall(r"^localrule generate_pixel_class_\d+:", log_path.read_text(), re.M)) == 2
+            ):
                 assert proc.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, "no chunk finished in time"
                 time.sleep(0.1)
@@ -194,8 +214,9 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny_run: Path, tmp_path: P
     assert len(started) == 2, first[-3000:]
     assert not list(chunks.glob(".*")), "an interrupted chunk left its temporary folder behind"
 
+    scored = len(list((workdir / "results" / RUN / "scores").glob("pixel/class/*.parquet")))
     rerun = ok(snakemake(workdir, "--rerun-incomplete"))
-    assert planned_jobs(rerun) == {started[1]: 1, "collect": 1, "all": 1}
+    assert planned_jobs(rerun) == {started[1]: 1, "score": 2 - scored, "collect": 1, "index": 1, "all": 1}
     # Same images as the uninterrupted run, which optimised both classes as one chunk.
     for target in ("class-0000", "class-0009"):
         ours = next(chunks.glob(f"chunk-*/{target}.png")).read_bytes()
@@ -218,13 +239,15 @@ def test_a_failed_chunk_lets_the_others_finish_and_reruns_alone(tmp_path: Path) 
     assert (run / "generate/pixel/pair/chunk-0000/records.parquet").is_file()
     assert not (run / "generate/pixel/filter/chunk-0000").exists() or not any((run / "generate/pixel/filter/chunk-0000").iterdir())
     assert "unknown layer '_blocks.99'" in (run / "logs/generate/pixel/filter/chunk-0000.log").read_text()
-    assert not (run / "records.parquet").exists()
+    assert not (run / "records.parquet").exists() and not (run / "index.parquet").exists()
 
     def fixed(cfg: dict[str, Any]) -> None:
         only_pixel(cfg)
 
     write_config(workdir, fixed)
-    assert planned_jobs(ok(snakemake(workdir, "-n"))) == {"generate_pixel_filter_0000": 1, "collect": 1, "all": 1}
+    assert planned_jobs(ok(snakemake(workdir, "-n"))) == {
+        "generate_pixel_filter_0000": 1, "score": 1, "collect": 1, "index": 1, "all": 1,
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

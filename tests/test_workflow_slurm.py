@@ -1,9 +1,9 @@
 """The Atlas workflow through a real SLURM cluster (tests/harness/slurm, marker `slurm`).
 
 A small run of the tiny config (one class, the pixel and pretrained methods) with the test
-cluster's profile: every stage runs as a SLURM job except the local `collect`, and the jobs that
-declare `resources: gpu=1` (training and generation) are given a GPU by SLURM while the others
-are not.
+cluster's profile: every stage runs as a SLURM job except the local `collect` and `index`, and
+the jobs that declare `resources: gpu=1` (training, generation, scoring, exemplars) are given a GPU
+by SLURM while the others are not.
 """
 
 from __future__ import annotations
@@ -67,17 +67,23 @@ def test_the_workflow_runs_on_slurm_with_gpus_for_generation(slurm_cluster: Slur
         assert (tmp_path / "results" / RUN / image).is_file()
 
     job_ids = re.findall(r"submitted with SLURM jobid (\d+)", log)
-    assert len(job_ids) == 4, log  # extract, train_dae, two generation chunks; collect runs locally
+    # extract, train_dae, exemplars, two generation chunks and their two score jobs; collect and
+    # index run locally.
+    assert len(job_ids) == 7, log
+    assert (tmp_path / "results" / RUN / "index.parquet").is_file()
     deadline = time.monotonic() + 20
     while True:
         rows = _sacct(job_ids)
-        if len(rows) == 4 and all(r["State"] == "COMPLETED" for r in rows.values()):
+        if len(rows) == 7 and all(r["State"] == "COMPLETED" for r in rows.values()):
             break
         assert time.monotonic() < deadline, rows
         time.sleep(1)
-    by_rule = {r["Comment"].removeprefix("rule_"): r["AllocTRES"] for r in rows.values()}
-    assert set(by_rule) == {"extract", "train_dae", "generate_pixel_class_0000", "generate_pretrained_class_0000"}, rows
-    for rule, tres in by_rule.items():
+    # A wildcard rule's comment is rule_<name>_wildcards_<values>.
+    by_rule = [(r["Comment"].removeprefix("rule_").split("_wildcards_")[0], r["AllocTRES"]) for r in rows.values()]
+    assert sorted(rule for rule, _ in by_rule) == sorted(
+        ["extract", "train_dae", "exemplars", "generate_pixel_class_0000", "generate_pretrained_class_0000", "score", "score"]
+    ), rows
+    for rule, tres in by_rule:
         assert ("gres/gpu=1" in tres) == (rule != "extract"), (rule, tres)
     # The runs inside the jobs found no CUDA (the cluster's GPUs are fake) and fell back to the CPU.
     run_json = json.loads((tmp_path / "results" / RUN / "generate/pixel/class/chunk-0000/run.json").read_text())

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from atlas.classifier import Classifier
+from atlas.data import IMAGES_FILE, MANIFEST_COLUMNS, MANIFEST_FILE, _frame
 
 
 def _frozen(model: nn.Module) -> nn.Module:
@@ -51,3 +54,32 @@ def linear_classifier(weight: list[list[float]], bias: list[float]) -> Classifie
 
 def constant_image(values: list[float], size: int = 8) -> torch.Tensor:
     return torch.tensor(values).view(1, 3, 1, 1).expand(1, 3, size, size).clone()
+
+
+def write_dataset(folder: Path, images: np.ndarray, parents: list[int | None] | None = None) -> Path:
+    """A dataset folder as `atlas extract` lays it out (images.npy + manifest.parquet), from a uint8
+    N x S x S x 3 array; `parents[i]` marks row i as an augmented crop of that row."""
+    n = len(images)
+    parents = parents or [None] * n
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / IMAGES_FILE, images.astype(np.uint8))
+    size = images.shape[1]
+    rows = [
+        {"index": i, "source": "folder", "path": f"img{i}.png", "package": None, "name": None, "label": f"label{i}",
+         "class_index": None, "wnid": None, "width": size, "height": size, "sha256": f"{i:064d}", "split": "train",
+         "parent": parents[i], "box_left": 0, "box_top": 0, "box_right": size, "box_bottom": size, "flipped": False}
+        for i in range(n)
+    ]  # fmt: skip
+    _frame(rows, MANIFEST_COLUMNS).to_parquet(folder / MANIFEST_FILE, index=False)
+    return folder
+
+
+def make_chunk(folder: Path, specs: list[str], seed: int = 0) -> Path:
+    """A real chunk folder: `atlas generate` (pixel, 2 steps) with `tiny_classifier()`."""
+    from atlas.generate import GenerateConfig, generate
+    from atlas.methods import settings_for
+    from atlas.targets import parse_specs
+
+    settings = settings_for("pixel", "default", {"steps": "2"})
+    generate(tiny_classifier(), parse_specs(specs), GenerateConfig(settings=settings, seed=seed), folder, torch.device("cpu"))
+    return folder

@@ -273,6 +273,7 @@ def _torchvision(name: str, weights: str, seed: int) -> Classifier:
                 f"could not get torchvision's {enum} weights ({type(exc).__name__}); "
                 "offline, download them elsewhere and set the classifier weights to that local file"
             ) from exc
+        weights_file = _hub_file(enum.url)
     else:
         torch.manual_seed(seed)
         model = get_model(arch, weights=None)
@@ -289,6 +290,15 @@ def _torchvision(name: str, weights: str, seed: int) -> Classifier:
         class_names=categories,
         weights_file=weights_file,
     )
+
+
+def _hub_file(url: str) -> str | None:
+    """Where torchvision keeps the weight file it downloaded from `url` (torch.hub's cache), so
+    that its sha256 can be recorded; None if it is not there."""
+    from urllib.parse import urlparse
+
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    return str(path) if path.is_file() else None
 
 
 def normalisation(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +25,10 @@ _STAGES: tuple[str, ...] = (
     "atlas.generate",
     "atlas.collect",
     "atlas.autoencoder",
+    "atlas.scores",
+    "atlas.exemplars",
+    "atlas.index",
+    "atlas.site",
 )
 
 
@@ -41,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (a cancelled cluster job, `kill`, snakemake stopping its jobs) as an exception, so
+    that every `with` block unwinds: temporary outputs are removed, nothing half-written stays."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
     except AtlasError as exc:
@@ -57,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"atlas {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"atlas {args.command}: terminated (SIGTERM); nothing half-written was kept", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 KEY = ("method", "target_id")
 
 
-def _relative(path: Path, root: Path, what: str) -> PurePosixPath:
+def run_relative(path: Path, root: Path, what: str) -> PurePosixPath:
     try:
         return PurePosixPath(path.resolve().relative_to(root.resolve()).as_posix())
     except ValueError:
@@ -48,7 +48,7 @@ def _read_chunk(records: Path, run_dir: Path) -> pa.Table:
     missing = [c for c in (*KEY, "image", "failed", "classifier") if c not in table.column_names]
     if missing:
         raise AtlasError(f"{records} lacks column(s) {', '.join(missing)}: it is not from `atlas generate`")
-    chunk = _relative(records.parent, run_dir, "chunk")
+    chunk = run_relative(records.parent, run_dir, "chunk")
     images: list[str | None] = []
     for name, failed in zip(table.column("image").to_pylist(), table.column("failed").to_pylist(), strict=True):
         if name is None:

@@ -39,6 +39,12 @@ METHODS = ("scratch", "pretrained", "pixel")
 PRESETS = ("default", "paper")
 OPTIMISERS = ("adamax", "adam", "sgd")
 REGULARISERS = ("l1_gamma", "l2_sq", "l2_norm", "pixel_l2", "none")
+# The regularisers each method can apply (R needs the method's own parameters).
+METHOD_REGULARISERS = {
+    "scratch": ("l1_gamma", "none"),
+    "pretrained": ("l2_sq", "l2_norm", "none"),
+    "pixel": ("pixel_l2", "none"),
+}
 
 # Keras GaussianDropout(0.05) multiplies by N(1, rate / (1 - rate)).
 _GAUSSIAN_DROPOUT_STD = math.sqrt(0.05 / 0.95)
@@ -74,6 +80,9 @@ class MethodSettings:
             raise AtlasError(f"unknown optimiser {self.optimiser!r}; use one of {', '.join(OPTIMISERS)}")
         if self.reg not in REGULARISERS:
             raise AtlasError(f"unknown regulariser {self.reg!r}; use one of {', '.join(REGULARISERS)}")
+        if self.reg not in METHOD_REGULARISERS[self.method]:
+            allowed = METHOD_REGULARISERS[self.method]
+            raise AtlasError(f"the {self.method} method cannot regularise with {self.reg}; set reg to {' or '.join(allowed)}")
         if self.steps < 1:
             raise AtlasError(f"steps must be at least 1, got {self.steps}")
         if self.snapshots < 1 or self.snapshot_every < 1:

@@ -20,6 +20,8 @@ rule train_dae:
     threads: 1  # as the generation jobs (generate.smk), which run beside it
     resources:
         gpu=1,
+    conda:
+        "../envs/atlas.yaml"
     log:
         f"{run_dir()}/logs/train_dae.log",
     benchmark:

@@ -9,6 +9,8 @@ rule collect:
         records=f"{run_dir()}/records.parquet",
     params:
         run_dir=folder_of,
+    conda:
+        "../envs/atlas.yaml"
     log:
         f"{run_dir()}/logs/collect.log",
     benchmark:

@@ -77,8 +77,16 @@ def check_config():
     weights = config["classifier"]["weights"]
     if weights not in ("default", "random") and not os.path.isfile(weights):
         fail(f"classifier.weights: {weights} is neither default, random nor an existing file")
-    if "pretrained" in enabled_methods():
+    judge = config["judge"]["weights"]
+    if judge not in ("default", "random") and not os.path.isfile(judge):
+        fail(f"judge.weights: {judge} is neither default, random nor an existing file")
+    if "pretrained" in enabled_methods() or exemplars_on():
         check_dataset(config["dataset"])
+
+
+def exemplars_on():
+    """Exemplars are drawn for class and pair targets unless exemplars.top_k is 0."""
+    return config["exemplars"]["top_k"] > 0 and bool(planned_targets("class") or planned_targets("pair"))
 
 
 def check_dataset(dataset):
@@ -160,6 +168,18 @@ def chunk_inputs(chunk):
     return inputs
 
 
+def chunk_scores(chunk):
+    return f"{run_dir()}/scores/{chunk.method}/{chunk.kind}/{chunk.name}.parquet"
+
+
+def all_chunk_scores():
+    return [chunk_scores(c) for c in planned_chunks()]
+
+
+def all_chunk_runs():
+    return [f"{chunk_dir(c)}/run.json" for c in planned_chunks()]
+
+
 def all_chunk_records():
     return [chunk_records(c) for c in planned_chunks()]
 
@@ -179,6 +199,55 @@ def _flags(pairs):
 def classifier_args():
     c = config["classifier"]
     return _flags([("classifier", c["name"]), ("weights", c["weights"]), ("image-size", c["image_size"])])
+
+
+def judge_args():
+    j = config["judge"]
+    return _flags([("judge", j["name"]), ("judge-weights", j["weights"])])
+
+
+def weights_inputs():
+    """Local weight files of D and the judge: a changed file reruns the jobs that read it."""
+    files = {}
+    for key in ("classifier", "judge"):
+        if config[key]["weights"] not in ("default", "random"):
+            files[f"{key}_weights"] = config[key]["weights"]
+    return files
+
+
+def robustness_args():
+    r = config["robustness"]
+    scales = " ".join(f"--scale {s}" for s in r["scales"]) or "--no-scale"
+    flip = "--flip" if r["flip"] else "--no-flip"
+    return f"{_flags([('jitter-px', r['jitter_px']), ('jitter-count', r['jitter_count']), ('robust-seed', r['seed'])])} {scales} {flip}"
+
+
+def exemplar_target_args():
+    """--targets naming every class and pair target (exemplars are drawn for both)."""
+    specs = []
+    classes = planned_targets("class")
+    if classes:
+        specs.append("class:" + ",".join(str(t.classes[0]) for t in classes))
+    pairs = planned_targets("pair")
+    if pairs:
+        specs.append("pair:" + ",".join("+".join(map(str, t.classes)) for t in pairs))
+    return " ".join(f"--targets {shlex.quote(s)}" for s in specs)
+
+
+def index_inputs():
+    inputs = {"records": f"{run_dir()}/records.parquet", "runs": all_chunk_runs(), "scores": all_chunk_scores()}
+    if exemplars_on():
+        inputs["exemplars"] = f"{run_dir()}/exemplars/exemplars.parquet"
+    return inputs
+
+
+def exemplars_arg(wildcards, input):
+    return f"--exemplars {shlex.quote(input.exemplars)}" if "exemplars" in input.keys() else ""
+
+
+def config_json():
+    """The resolved config (the schema's defaults filled in), recorded in the index's provenance."""
+    return shlex.quote(json.dumps(config, sort_keys=True, separators=(",", ":")))
 
 
 def chunk_target_args(chunk):

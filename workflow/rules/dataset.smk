@@ -9,6 +9,8 @@ rule extract:
     params:
         args=extract_args(),
         out=folder_of,
+    conda:
+        "../envs/atlas.yaml"
     log:
         f"{run_dir()}/logs/extract.log",
     benchmark:

@@ -40,6 +40,8 @@ for chunk in planned_chunks():
         threads: 1
         resources:
             gpu=1,
+        conda:
+            "../envs/atlas.yaml"
         log:
             chunk_log(chunk, "logs"),
         benchmark:

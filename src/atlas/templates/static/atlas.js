@@ -1,0 +1,93 @@
+// The grid of index.html: every image of the run, filtered, searched and sorted in the page.
+// Plain JavaScript, no library; the data come from data/index.js (window.ATLAS_INDEX), whose rows
+// hold their fields by position (see atlas.site.grid_data). Text goes in with textContent only.
+(function () {
+  "use strict";
+  var data = window.ATLAS_INDEX;
+  var grid = document.getElementById("grid");
+  if (!data || !grid) { return; }
+  var ID = 0, SLUG = 1, M = 2, K = 3, LABEL = 4, INDEX = 5, FAILED = 7, S0 = 8;
+  var rows = data.rows;
+  var q = document.getElementById("q"), method = document.getElementById("method"),
+      kind = document.getElementById("kind"), sort = document.getElementById("sort"),
+      order = document.getElementById("order"), count = document.getElementById("count");
+
+  function fmt(v) {
+    if (v === null || v === undefined) { return "\u2013"; }
+    if (Number.isInteger(v)) { return String(v); }
+    return Math.abs(v) >= 1000 ? v.toFixed(0) : v.toPrecision(3);
+  }
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) { e.className = cls; }
+    if (text !== undefined) { e.textContent = text; }
+    return e;
+  }
+
+  var hay = [];
+  var cards = rows.map(function (r) {
+    var slug = r[SLUG] || r[ID], mslug = data.method_slugs[r[M]], name = data.methods[r[M]];
+    var a = el("a", "card");
+    a.href = slug + ".html#m-" + mslug;
+    if (r[FAILED] !== null) {
+      var f = el("div", "failed");
+      f.setAttribute("role", "img");
+      f.setAttribute("aria-label", "failed: " + r[FAILED]);
+      f.appendChild(el("strong", "", "failed"));
+      f.appendChild(el("span", "", r[FAILED]));
+      a.appendChild(f);
+    } else {
+      var img = document.createElement("img");
+      img.loading = "lazy";  // before src, or the browser fetches at once
+      img.decoding = "async";
+      img.width = 128;
+      img.height = 128;
+      img.alt = r[LABEL] + " (" + name + ")";
+      img.src = "thumbs/" + mslug + "/" + slug + ".jpg";
+      a.appendChild(img);
+    }
+    a.appendChild(el("div", "name", r[LABEL]));
+    a.appendChild(el("div", "muted", name + " \u00b7 " + r[ID]));
+    a.appendChild(el("div", "muted", r[S0] === null && r[FAILED] === null
+      ? "activation " + fmt(r[S0 + 4])  // a filter: no probabilities
+      : "D " + fmt(r[S0]) + " \u00b7 judge " + fmt(r[S0 + 1]) + " \u00b7 robust " + fmt(r[S0 + 2])));
+    hay.push((r[LABEL] + " " + r[ID]).toLowerCase());
+    return a;
+  });
+
+  function apply() {
+    var text = q.value.trim().toLowerCase(), m = method.value, k = kind.value, s = sort.value;
+    var asc = order.value === "asc";
+    var num = /^\d+$/.test(text) ? parseInt(text, 10) : null;
+    var keep = [];
+    for (var i = 0; i < rows.length; i++) {
+      var r = rows[i];
+      if (m !== "" && r[M] !== +m) { continue; }
+      if (k !== "" && r[K] !== +k) { continue; }
+      if (text) {
+        if (num !== null) { if (r[INDEX].indexOf(num) < 0) { continue; } }
+        else if (hay[i].indexOf(text) < 0) { continue; }
+      }
+      keep.push(i);
+    }
+    if (s !== "") {
+      var j = S0 + (+s);
+      keep.sort(function (a, b) {
+        var x = rows[a][j], y = rows[b][j];
+        if (x === null || y === null) { return (x === null) - (y === null) || a - b; }  // missing last
+        return (asc ? x - y : y - x) || a - b;
+      });
+    }
+    var frag = document.createDocumentFragment();
+    keep.forEach(function (i) { frag.appendChild(cards[i]); });
+    grid.replaceChildren(frag);
+    count.textContent = keep.length + " of " + rows.length + " images";
+  }
+
+  document.getElementById("controls").addEventListener("submit", function (e) { e.preventDefault(); });
+  [q, method, kind, sort, order].forEach(function (c) {
+    c.addEventListener("input", apply);
+    c.addEventListener("change", apply);
+  });
+  apply();
+}());

@@ -1,0 +1,249 @@
+"""`atlas site`: the static site of a synthetic index, inspected file by file (no browser here:
+tests/test_site_browser.py opens it in Chromium)."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from atlas.cli import main
+from atlas.site import MARKER, slug
+from tests.site_synthetic import synthetic_index
+
+EVIL = "<script>alert(1)</script> & \"dq\" 'sq' a/b"
+LABELS = {1: EVIL, 2: "tench & <b>bold</b>"}
+FAILED = [("pixel", "class-0002")]
+SAFE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
+SCRIPTS = {"data/index.js", "assets/atlas.js"}
+
+
+class _Page(HTMLParser):
+    """Links, ids, script tags and the text of one page."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[tuple[str, str]] = []
+        self.ids: set[str] = set()
+        self.scripts: list[dict[str, str | None]] = []
+        self.text: list[str] = []
+        self.imgs: list[dict[str, str | None]] = []
+        self.failed = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        for name in ("href", "src"):
+            if a.get(name) is not None:
+                self.links.append((tag, a[name]))  # type: ignore[arg-type]
+        if a.get("id"):
+            self.ids.add(a["id"])  # type: ignore[arg-type]
+        if tag == "script":
+            self.scripts.append(a)
+        if tag == "img":
+            self.imgs.append(a)
+        if "failed" in (a.get("class") or "").split():
+            self.failed += 1
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def build(tmp_path: Path, **kw: object) -> Path:
+    index = synthetic_index(tmp_path / "run", labels=LABELS, failed=FAILED, **kw)  # type: ignore[arg-type]
+    assert main(["site", "--index", str(index), "--out", str(tmp_path / "run" / "site")]) == 0
+    return tmp_path / "run" / "site"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory.mktemp("site"))
+
+
+def grid_data(site: Path) -> dict:
+    text = (site / "data" / "index.js").read_text(encoding="ascii")
+    assert text.startswith("window.ATLAS_INDEX=") and text.endswith(";\n")
+    return json.loads(text[len("window.ATLAS_INDEX="):-2])
+
+
+def test_the_site_has_every_page_and_file(site: Path) -> None:
+    names = {p.name for p in site.iterdir()}
+    for name in ("index.html", "summary.html", "pairs.html", "layers.html", "provenance.html", "downloads.html",
+                 "index.parquet", "index.csv", "class-0000.html", "class-0003.html", "pair-0000+0001.html",
+                 "filter-features.3-0000.html", "layer-features.3.html", MARKER):
+        assert name in names, name
+    # Every image but the failed one, at full size and as a thumbnail; the exemplars.
+    assert len(list((site / "images").rglob("*.png"))) == 3 * 7 - 1
+    assert len(list((site / "thumbs").rglob("*.jpg"))) == 3 * 7 - 1
+    assert len(list((site / "exemplars").glob("*.png"))) == 4 * 2
+    assert not (site / "images" / "pixel" / "class-0002.png").exists()
+    # The downloads are the index itself and a CSV of the same rows.
+    table = pq.read_table(site / "index.parquet")
+    csv = pd.read_csv(site / "index.csv")
+    assert len(csv) == table.num_rows == 21
+    assert EVIL in set(csv["label"])
+    assert json.loads(csv["loss_curve"].iloc[0]) == table.column("loss_curve")[0].as_py()
+    # The provenance page shows the metadata's entries, the downloads page links the files.
+    prov = "".join(parse(site / "provenance.html").text)
+    for text in ("config_sha256", "ef" * 32, "git_commit", "0" * 40, "judge-net", "decoder_sha256", "cd" * 32):
+        assert text in prov, text
+    links = [url for _, url in parse(site / "downloads.html").links]
+    assert "index.parquet" in links and "index.csv" in links
+
+
+def test_every_link_is_relative_and_resolves(site: Path) -> None:
+    pages = {p: parse(p) for p in site.glob("*.html")}
+    assert len(pages) == 7 + 7  # the targets and index, summary, pairs, layers, layer, provenance, downloads
+    checked = 0
+    for path, page in pages.items():
+        for tag, url in page.links:
+            if url.startswith("data:"):
+                assert tag == "link" and url == "data:,", (path.name, url)  # the empty favicon
+                continue
+            parts = urlsplit(url)
+            assert not parts.scheme and not parts.netloc and not url.startswith("/"), (path.name, url)
+            target = site / unquote(parts.path) if parts.path else path
+            assert target.resolve().is_file(), (path.name, url)
+            assert target.resolve().is_relative_to(site.resolve()), (path.name, url)
+            if parts.fragment:
+                assert parts.fragment in pages[target].ids, (path.name, url)
+            checked += 1
+    assert checked > 100
+    for css in site.rglob("*.css"):
+        assert "url(" not in css.read_text() and "@import" not in css.read_text()
+
+
+def test_class_names_render_as_text_everywhere(site: Path) -> None:
+    for path in site.rglob("*"):
+        # No file name from a label: every component is a safe stem.
+        for part in path.relative_to(site).parts:
+            assert SAFE_NAME.match(part), path
+    for path in [*site.rglob("*.html"), *site.rglob("*.js"), *site.rglob("*.css")]:
+        text = path.read_text(encoding="utf-8")
+        assert "<script>alert" not in text and "<b>bold" not in text, path.name
+        if path.suffix == ".html":
+            page = parse(path)
+            # The only scripts are the site's own two files, only on the index page.
+            assert all(s.get("src") in SCRIPTS for s in page.scripts), path.name
+            assert len(page.scripts) == (2 if path.name == "index.html" else 0), path.name
+    # The class's own page and the pair page show the name as text, with its markup escaped.
+    page = parse(site / "class-0001.html")
+    assert EVIL in "".join(page.text)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;dq&#34; &#39;sq&#39; a/b" in (site / "class-0001.html").read_text()
+    assert f"class 0 + {EVIL}" in "".join(parse(site / "pairs.html").text)
+    # The grid's data file gives the name back exactly, from escapes only.
+    labels = {row[0]: row[4] for row in grid_data(site)["rows"]}
+    assert labels["class-0001"] == EVIL and labels["class-0002"] == LABELS[2]
+
+
+def test_failed_targets_are_labelled_placeholders(site: Path) -> None:
+    page = parse(site / "class-0002.html")
+    assert page.failed == 1
+    assert "the loss went NaN at step 7" in "".join(page.text)
+    assert not any("pixel" in (img.get("src") or "") for img in page.imgs)
+    assert len(page.imgs) == 2 + 2  # two methods and two exemplars
+    rows = {(r[0], r[2]): r for r in grid_data(site)["rows"]}
+    methods = grid_data(site)["methods"]
+    assert rows["class-0002", methods.index("pixel")][7] == "the loss went NaN at step 7"
+    assert rows["class-0002", methods.index("scratch")][7] is None
+
+
+def test_grid_data_has_one_row_per_image_classes_first(site: Path) -> None:
+    data = grid_data(site)
+    assert data["methods"] == ["scratch", "pretrained", "pixel"]
+    ids = [r[0] for r in data["rows"]]
+    assert len(ids) == 21
+    kinds = [data["kinds"][r[3]] for r in data["rows"]]
+    assert kinds == sorted(kinds, key=["class", "pair", "filter"].index)
+    assert ids[:3] == ["class-0000"] * 3
+
+
+def test_target_pages_link_their_neighbours(site: Path) -> None:
+    page = (site / "class-0001.html").read_text()
+    assert 'rel="prev" href="class-0000.html"' in page and 'rel="next" href="class-0002.html"' in page
+    assert 'rel="prev"' not in (site / "class-0000.html").read_text()
+    assert "<polyline" in page  # the loss curves
+    summary = (site / "summary.html").read_text()
+    assert summary.count("<svg") == 3 * 3 + 3 * 3 + 3 * 2  # class and pair: 3 scores; filter: 2; x 3 methods
+
+
+def test_summary_means_are_the_index_means(site: Path) -> None:
+    df = pd.read_parquet(site / "index.parquet")
+    mean = df[(df.kind == "class") & (df.method == "scratch")]["judge_prob"].mean()
+    assert f"{mean:.4g}" in (site / "summary.html").read_text()
+
+
+def test_slug_is_file_name_safe_and_unique() -> None:
+    for text in ("../../etc/passwd", "a/b", "<script>", ".hidden", "index", "layer-x", "", "x" * 300):
+        s = slug(text)
+        assert SAFE_NAME.match(s) and not s.startswith(".") and len(s) < 120, (text, s)
+        assert s not in ("index", "layer-x")
+    assert slug("class-0009") == "class-0009" and slug("filter-features.9-0003") == "filter-features.9-0003"
+    assert len({slug(t) for t in ("a/b", "a_b", "a?b", "a b")}) == 4
+
+
+def test_a_hostile_layer_name_stays_inside_the_site(tmp_path: Path) -> None:
+    site = build(tmp_path, filters={"../../up/x": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    for path in site.rglob("*"):
+        assert all(SAFE_NAME.match(part) for part in path.relative_to(site).parts), path
+    assert len(list(site.glob("layer-*.html"))) == 1 and len(list(site.glob("filter-*.html"))) == 1
+
+
+def test_rebuilding_replaces_the_site(tmp_path: Path) -> None:
+    site = build(tmp_path)
+    (site / "stale.html").write_text("old")
+    assert main(["site", "--index", str(tmp_path / "run" / "index.parquet"), "--out", str(site)]) == 0
+    assert not (site / "stale.html").exists() and (site / "index.html").is_file()
+
+
+def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("atlas site: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    index = synthetic_index(tmp_path / "run", failed=FAILED)
+    out = tmp_path / "out"
+    assert "does not exist" in _error(capsys, ["site", "--index", str(tmp_path / "none.parquet"), "--out", str(out)])
+    # An image the index lists but that is gone.
+    gone = tmp_path / "run" / "generate" / "scratch" / "class" / "chunk-0000" / "class-0001.png"
+    gone.rename(gone.with_suffix(".bak"))
+    assert "missing" in _error(capsys, ["site", "--index", str(index), "--out", str(out)])
+    gone.with_suffix(".bak").rename(gone)
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+    # A table that is not an index.
+    pq.write_table(pq.read_table(index).drop_columns(["judge_prob"]), tmp_path / "bad.parquet")
+    assert "lacks judge_prob" in _error(capsys, ["site", "--index", str(tmp_path / "bad.parquet"), "--out", str(out)])
+    # Output folders it must not replace: the run folder, and a folder that is not a site.
+    assert "holds the index" in _error(capsys, ["site", "--index", str(index), "--out", str(tmp_path / "run")])
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert "not an atlas site" in _error(capsys, ["site", "--index", str(index), "--out", str(tmp_path / "mine")])
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep" and index.is_file()
+    assert "out of range" in _error(capsys, ["site", "--index", str(index), "--thumb-size", "2"])
+
+
+def test_the_workflow_rule_renders_the_site_from_the_index(tmp_path: Path) -> None:
+    from tests.test_workflow import RUN, ok, snakemake, write_config
+
+    write_config(tmp_path)
+    run = tmp_path / "results" / RUN
+    synthetic_index(run, labels=LABELS, failed=FAILED)
+    ok(snakemake(tmp_path, f"results/{RUN}/site"))
+    assert (run / "site" / "index.html").is_file() and (run / "site" / "class-0001.html").is_file()
+    assert "wrote the site of 7 targets" in (run / "logs" / "site.log").read_text()
+    assert (run / "benchmarks" / "site.tsv").is_file()

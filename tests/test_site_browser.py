@@ -1,0 +1,182 @@
+"""The built site in a real browser: Debian's headless Chromium, driven by Selenium, kept off the
+network, opens every page from file:// (under a sub-path with spaces) and finds no failed request,
+no console error and every image decoded; the grid's search narrows it; a click reaches a class.
+
+Needs the Debian packages `chromium` and `chromium-driver` (.ci/run installs them): the test fails,
+not skips, without them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from atlas.cli import main
+from tests.site_synthetic import synthetic_index
+
+EVIL = "<script>alert(1)</script> & \"dq\" 'sq' a/b"
+FAILED_REASON = "the loss went NaN at step 7"
+
+# Off the network: every host resolves to nothing and every request would go to a dead proxy;
+# no background traffic of the browser's own (updates, sync, metrics).
+OFFLINE_FLAGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>", "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
+    "--disable-default-apps", "--no-first-run", "--no-default-browser-check", "--metrics-recording-only",
+    "--window-size=1280,1000",
+)
+
+
+def _find(*names: str) -> str:
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail(f"{names[0]} is not installed: apt-get install -y chromium chromium-driver (as .ci/run does)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    opts = Options()
+    opts.binary_location = _find("chromium", "chromium-browser")
+    for flag in OFFLINE_FLAGS:
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(options=opts, service=Service(executable_path=_find("chromedriver")))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("browser") / "a sub path" / "run"
+    index = synthetic_index(root, labels={1: EVIL}, failed=[("pixel", "class-0002")])
+    assert main(["site", "--index", str(index), "--out", str(root / "site")]) == 0
+    # A page with a missing image and a script error: the checks below must catch both.
+    (root / "site" / "broken-control.html").write_text(
+        '<!doctype html><link rel="icon" href="data:,"><img src="images/missing.png" alt="x">'
+        "<script>undefinedFunction()</script>"
+    )
+    return root / "site"
+
+
+def _drain(driver: webdriver.Chrome) -> list[str]:
+    """Problems since the last call: console errors, failed requests, requests off file:/data:."""
+    problems = [f"console: {e['message']}" for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    for entry in driver.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        params = msg.get("params", {})
+        if msg["method"] == "Network.loadingFailed":
+            problems.append(f"failed request: {params.get('errorText')} ({params.get('type')})")
+        elif msg["method"] == "Network.requestWillBeSent":
+            url = params["request"]["url"]
+            if not url.startswith(("file:", "data:")):
+                problems.append(f"request off the site: {url}")
+    return problems
+
+
+def _undecoded(driver: webdriver.Chrome) -> list[str]:
+    """Scroll every image into view (lazy ones load then), wait, return those not decoded."""
+    n = driver.execute_script("return document.images.length")
+    for i in range(n):
+        driver.execute_script("document.images[arguments[0]].scrollIntoView()", i)
+        try:
+            WebDriverWait(driver, 10).until(lambda d, i=i: d.execute_script("return document.images[arguments[0]].complete", i))
+        except Exception:  # reported below as undecoded
+            pass
+    return driver.execute_script(
+        "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+    )
+
+
+def _visit(driver: webdriver.Chrome, url: str) -> tuple[list[str], list[str], int]:
+    _drain(driver)
+    driver.get(url)
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    bad = _undecoded(driver)
+    time.sleep(0.2)  # let late log entries arrive
+    return _drain(driver), bad, driver.execute_script("return document.images.length")
+
+
+def test_the_checks_catch_a_broken_page(browser: webdriver.Chrome, site: Path) -> None:
+    problems, undecoded, _ = _visit(browser, (site / "broken-control.html").as_uri())
+    assert any("failed request" in p for p in problems), problems
+    assert any("undefinedFunction" in p for p in problems), problems
+    assert undecoded and undecoded[0].endswith("missing.png")
+
+
+def test_every_page_loads_cleanly_from_disk(browser: webdriver.Chrome, site: Path) -> None:
+    pages = sorted(p for p in site.glob("*.html") if p.name != "broken-control.html")
+    assert len(pages) == 14
+    images = 0
+    for page in pages:
+        problems, undecoded, n = _visit(browser, page.as_uri())
+        assert not problems, (page.name, problems)
+        assert not undecoded, (page.name, undecoded)
+        images += n
+        with pytest.raises(NoAlertPresentException):
+            browser.switch_to.alert  # noqa: B018 - the class name's <script> must not have run
+    # The grid's 20 thumbnails; the target pages' 28 images (4 classes x 3 methods - 1 failed + 4 x 2
+    # exemplars, 3 for the pair, 2 filters x 3); the pairs (3) and layer (6) pages' thumbnails.
+    assert images == 20 + 28 + 3 + 6
+
+
+def test_grid_search_narrows_and_a_click_reaches_the_class(browser: webdriver.Chrome, site: Path, tmp_path: Path) -> None:
+    _visit(browser, (site / "index.html").as_uri())
+    cards = browser.find_elements(By.CSS_SELECTOR, "#grid .card")
+    assert len(cards) == 21
+    failed = browser.find_elements(By.CSS_SELECTOR, "#grid .card .failed")
+    assert len(failed) == 1 and FAILED_REASON in failed[0].text
+    browser.execute_script("window.scrollTo(0, 0)")
+    shot = tmp_path / "site-grid.png"
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
+
+    # Sorting by D probability, high first: the grid's values in order, images without one last.
+    Select(browser.find_element(By.ID, "sort")).select_by_visible_text("D probability")
+    lines = [c.find_elements(By.CSS_SELECTOR, "div.muted")[-1].text.split() for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")]
+    values = [float(w[1]) if w[0] == "D" and w[1] != "\u2013" else None for w in lines]
+    probs = [v for v in values if v is not None]
+    assert len(probs) == 14 and probs == sorted(probs, reverse=True) and values[:14] == probs
+    Select(browser.find_element(By.ID, "sort")).select_by_visible_text("target order")
+
+    search = browser.find_element(By.ID, "q")
+    search.send_keys("alert(1)")
+    names = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#grid .card .name")]
+    assert names and len(names) < 21
+    assert set(names) == {EVIL, f"class 0 + {EVIL}"}  # the class and its pair, by name, as text
+    search.clear()
+    search.send_keys("3")  # by class index
+    ids = {e.get_attribute("href").rsplit("/", 1)[-1] for e in browser.find_elements(By.CSS_SELECTOR, "#grid .card")}
+    assert ids == {"class-0003.html#m-scratch", "class-0003.html#m-pretrained", "class-0003.html#m-pixel"}
+    search.clear()
+    search.send_keys("1")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#grid .card")) == 9  # class 1, pair 0+1, channel 1
+    Select(browser.find_element(By.ID, "method")).select_by_visible_text("scratch")
+    cards = browser.find_elements(By.CSS_SELECTOR, "#grid .card")
+    assert [c.get_attribute("href").rsplit("/", 1)[-1] for c in cards] == [
+        "class-0001.html#m-scratch", "pair-0000+0001.html#m-scratch", "filter-features.3-0001.html#m-scratch",
+    ]
+    Select(browser.find_element(By.ID, "kind")).select_by_visible_text("class")
+    cards = browser.find_elements(By.CSS_SELECTOR, "#grid .card")
+    assert len(cards) == 1
+    cards[0].click()
+    WebDriverWait(browser, 10).until(lambda d: d.current_url.split("#")[0].endswith("/class-0001.html"))
+    assert browser.find_element(By.TAG_NAME, "h1").text == EVIL
+    problems, undecoded, _ = _visit(browser, browser.current_url)
+    assert not problems and not undecoded
