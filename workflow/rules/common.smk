@@ -303,6 +303,7 @@ def train_args():
     args = _flags(
         [
             ("classifier", config["classifier"]["name"]),
+            ("encoder", a["encoder"]),
             ("width", a["width"]),
             ("epochs", a["epochs"]),
             ("batch-size", a["batch_size"]),
