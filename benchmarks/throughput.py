@@ -1,104 +1,175 @@
-"""Generation throughput: target-steps per second for chunk sizes, per method, in one run.
+"""Generation throughput: target-steps per second per method and chunk size, in one run, with the
+FLOP per step, the fraction of the device's peak, the peak memory, and the projected wall time of
+the paper's full atlas.
 
-    uv run python benchmarks/throughput.py                       # embedded classifier, CPU
+    uv run python benchmarks/throughput.py                        # embedded classifier, CPU
     uv run python benchmarks/throughput.py --classifier torchvision:vgg16 --weights random \
-        --width 1.0 --chunks 1,16,64 --peak-tflops 989            # GPU (H100 bf16 dense peak)
+        --image-size 64 --width 0.25 --chunks 1,4 --steps 2       # VGG-16, reduced for a CPU
+    uv run python benchmarks/throughput.py --classifier torchvision:vgg16 --weights random \
+        --width 1.0 --chunks 1,16,64,128 --device cuda            # the paper's sizes, on a GPU
 
-Prints one line per (method, chunk): seconds per step, target-steps/s, FLOP per step (counted
-with torch's FlopCounterMode on one step), achieved TFLOP/s and the fraction of `--peak-tflops`,
-peak memory on CUDA; then the ratio of each chunk's throughput to chunk 1's. A benchmark, not a
-test: the figures depend on the machine and its load.
+Each measurement runs `atlas.optimise.optimise` (the loop `atlas generate` runs) for `--steps`
+steps after two warm-up steps, on a chunk of `class` targets, and prints:
+
+- s/step (wall) and CPU s/step (user+sys of this process), target-steps/s = chunk / s/step;
+- GFLOP/step: counted with torch's FlopCounterMode on one step of a one-target chunk (forward and
+  backward of G and D, fp32) and scaled by the chunk (the work per target does not depend on the
+  chunk; FlopCounterMode over-counts grouped convolutions' backward, so it is not counted on one);
+- TFLOP/s achieved (per wall second) and the fraction of the device's peak: on a GPU the
+  datasheet peak of `_bench.GPU_PEAKS` at the run's precision (or --peak-tflops); on a CPU the
+  peak measured in this run with a large fp32 matmul, both per CPU-second (on a shared machine
+  the wall clock also counts other processes' turns);
+- peak memory: GPU memory allocated by tensors, or on a CPU the process's peak RSS (which
+  includes the Python process and D, about 0.5-1 GiB before any chunk);
+- each chunk's throughput relative to the first chunk size's;
+- the projected wall time of the full 1000-class atlas with the scratch method at 500 steps and
+  the pretrained method at 1200 steps (the paper's budgets, `atlas.methods` preset `paper`) on
+  this one device, from the best throughput measured per method (per-job start-up excluded; see
+  benchmarks/job_overhead.py), and, from the FLOP counts alone, the time the same atlas takes on
+  one H100 at 100%, 30% and 10% of its bf16 peak.
+
+A benchmark, not a test: the figures depend on the machine and its load.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+from dataclasses import replace
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from _bench import GPU_PEAKS, Clock, cpu_peak_tflops, describe_device, gpu_peak_tflops, peak_memory_gib, reset_peak_memory
+from atlas.classifier import Classifier, load_classifier
 from atlas.generate import GenerateConfig, _parameterisation, pick_device, resolve_decoder
-from atlas.classifier import load_classifier
-from atlas.methods import settings_for
-from atlas.optimise import chunk_loss, make_optimiser
+from atlas.methods import MethodSettings, settings_for
+from atlas.objectives import Objective
+from atlas.optimise import chunk_loss, make_optimiser, optimise
+from atlas.parameterise import Parameterisation
+from atlas.runtime import PRECISIONS, SWITCHES, Runtime, resolve_runtime
 from atlas.targets import Target
 
-
-def _step(clf, objs, param, opt) -> None:
-    loss = chunk_loss(clf, objs, param.images(noise=True)) + param.regulariser()
-    opt.zero_grad(set_to_none=True)
-    loss.sum().backward()
-    opt.step()
-    param.after_step()
+# The paper's budgets (atlas.methods, preset paper) and the atlas size of the issue.
+PAPER_STEPS = {m: settings_for(m, "paper").steps for m in ("scratch", "pretrained")}
+CLASSES = 1000
 
 
-def _setup(clf, method: str, chunk: int, width: float, device: torch.device):
+def _setup(
+    clf: Classifier, method: str, chunk: int, width: float, device: torch.device, runtime: Runtime
+) -> tuple[MethodSettings, list[Objective], Parameterisation]:
     s = settings_for(method, overrides={"width": str(width)})
-    targets = [Target("class", (c,)) for c in range(chunk)]
+    targets = [Target("class", (c % clf.num_classes,)) for c in range(chunk)]
     cfg = GenerateConfig(settings=s, decoder="random" if method == "pretrained" else None)
     param = _parameterisation(cfg, clf, [t.seed(0) for t in targets], resolve_decoder(cfg), device)
-    objs = [t.objective(s.penalty, s.target_relu) for t in targets]
-    return objs, param, make_optimiser(s, param.parameters())
+    param.prepare(runtime)
+    return s, [t.objective(s.penalty, s.target_relu) for t in targets], param
 
 
-def flop_per_target_step(clf, method: str, width: float, device: torch.device) -> int:
-    """FLOP of one optimisation step of one target. Counted on a chunk of one and scaled by the
-    chunk size: the work per target is the same in any chunk, and FlopCounterMode over-counts
-    grouped convolutions' backward."""
-    objs, param, opt = _setup(clf, method, 1, width, device)
+def flop_per_target_step(clf: Classifier, method: str, width: float, device: torch.device) -> int:
+    """FLOP of one optimisation step of one target (fp32, uncompiled: the count is the model's)."""
+    s, objs, param = _setup(clf, method, 1, width, device, Runtime())
+    opt = make_optimiser(s, param.parameters())
     with FlopCounterMode(display=False) as counter:
-        _step(clf, objs, param, opt)
+        loss = chunk_loss(clf, objs, param.images(noise=True)) + param.regulariser()
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
     return counter.get_total_flops()
 
 
-def measure(clf, method: str, chunk: int, steps: int, width: float, device: torch.device) -> dict[str, float]:
-    objs, param, opt = _setup(clf, method, chunk, width, device)
-    for _ in range(2):  # warm-up
-        _step(clf, objs, param, opt)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        _step(clf, objs, param, opt)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    sec = (time.perf_counter() - t0) / steps
-    mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    return {"sec_per_step": sec, "target_steps_per_s": chunk / sec, "peak_gib": mem}
+def measure(
+    clf: Classifier, method: str, chunk: int, steps: int, width: float, device: torch.device, runtime: Runtime
+) -> dict[str, float]:
+    s, objs, param = _setup(clf, method, chunk, width, device, runtime)
+    optimise(clf, objs, param, replace(s, steps=2, snapshots=1), runtime=runtime)  # warm-up (and compile)
+    reset_peak_memory(device)
+    with Clock(device) as clock:
+        optimise(clf, objs, param, replace(s, steps=steps, snapshots=1), runtime=runtime)
+    return {
+        "sec_per_step": clock.wall / steps,
+        "cpu_per_step": clock.cpu / steps,
+        "target_steps_per_s": chunk * steps / clock.wall,
+        "peak_gib": peak_memory_gib(device),
+    }
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 600:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 * 2 else f"{seconds / 3600:.1f} h"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--classifier", default="efficientnet-lite0")
     ap.add_argument("--weights", default="default")
+    ap.add_argument("--image-size", type=int, default=None,
+                    help="run D at PX x PX instead of its own size (a reduced run on a CPU; labelled)")
     ap.add_argument("--methods", default="pretrained,scratch,pixel")
-    ap.add_argument("--chunks", default="1,16")
+    ap.add_argument("--chunks", default="1,4,16")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per measurement (after 2 warm-up steps)")
-    ap.add_argument("--width", type=float, default=0.25, help="generator width (1.0: the paper's)")
+    ap.add_argument("--width", type=float, default=0.25, help="generator width, scratch and pretrained (1.0: the paper's)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for the fraction reached")
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS)
+    ap.add_argument("--channels-last", default="auto", choices=SWITCHES)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak (default: table or measured)")
     args = ap.parse_args()
     device = pick_device(args.device)
+    runtime = resolve_runtime(args.precision, args.channels_last, args.compile, device)
     clf = load_classifier(args.classifier, args.weights).to(device)
+    if args.image_size is not None:
+        clf.input_size = args.image_size
+    clf.prepare(runtime.channels_last, runtime.compile)
     chunks = [int(c) for c in args.chunks.split(",")]
-    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), "
-          f"classifier {args.classifier} ({args.weights}) at {clf.input_size}px, G width {args.width}, torch {torch.__version__}")
-    print(f"{'method':<11}{'chunk':>6}{'s/step':>10}{'tgt-steps/s':>13}{'GFLOP/step':>12}{'TFLOP/s':>9}{'of peak':>9}{'peak GiB':>10}")
+
+    peak, peak_src = args.peak_tflops, "--peak-tflops"
+    if peak is None and device.type == "cuda":
+        peak, peak_src = gpu_peak_tflops(device, runtime.precision), f"datasheet {runtime.precision} dense"
+    if peak is None and device.type == "cpu":
+        peak, peak_src = cpu_peak_tflops(), "measured here: fp32 2048^3 matmul, per CPU-second"
+    size = f"{clf.input_size}px" + (" (REDUCED from the classifier's own size)" if args.image_size else "")
+    print(f"{describe_device(device)}, torch {torch.__version__}, runtime {runtime.as_dict()}")
+    print(f"classifier {args.classifier} ({args.weights}) at {size}, G width {args.width}, "
+          f"peak {peak if peak is None else f'{peak:.3f}'} TFLOP/s ({peak_src})")
+    print(f"{'method':<11}{'chunk':>6}{'s/step':>9}{'cpu s/step':>11}{'tgt-steps/s':>12}{'GFLOP/step':>11}"
+          f"{'TFLOP/s':>9}{'of peak':>9}{'peak GiB':>9}")
+    best: dict[str, tuple[float, int]] = {}
+    flop_per_target: dict[str, int] = {}
     for method in args.methods.split(","):
         base = None
-        per_target = flop_per_target_step(clf, method, args.width, device)
+        per_target = flop_per_target[method] = flop_per_target_step(clf, method, args.width, device)
         for chunk in chunks:
-            r = measure(clf, method, chunk, args.steps, args.width, device)
-            r["flop_per_step"] = per_target * chunk
-            tflops = r["flop_per_step"] / r["sec_per_step"] / 1e12
-            frac = f"{tflops / args.peak_tflops:.1%}" if args.peak_tflops else "-"
-            print(f"{method:<11}{chunk:>6}{r['sec_per_step']:>10.3f}{r['target_steps_per_s']:>13.2f}"
-                  f"{r['flop_per_step'] / 1e9:>12.1f}{tflops:>9.3f}{frac:>9}{r['peak_gib']:>10.2f}", flush=True)
+            r = measure(clf, method, chunk, args.steps, args.width, device, runtime)
+            flop = per_target * chunk
+            tflops = flop / r["sec_per_step"] / 1e12
+            # On a CPU the fraction is per CPU-second, as its measured peak (see _bench).
+            per_s = r["cpu_per_step"] if device.type == "cpu" else r["sec_per_step"]
+            frac = f"{flop / per_s / 1e12 / peak:.1%}" if peak else "-"
             base = base or r["target_steps_per_s"]
-            if chunk != chunks[0]:
-                print(f"{'':<11}ratio chunk {chunk} / chunk {chunks[0]}: {r['target_steps_per_s'] / base:.2f}x", flush=True)
+            ratio = f"   x{r['target_steps_per_s'] / base:.2f} vs chunk {chunks[0]}" if chunk != chunks[0] else ""
+            print(f"{method:<11}{chunk:>6}{r['sec_per_step']:>9.3f}{r['cpu_per_step']:>11.3f}"
+                  f"{r['target_steps_per_s']:>12.2f}{flop / 1e9:>11.1f}{tflops:>9.3f}{frac:>9}{r['peak_gib']:>9.2f}{ratio}",
+                  flush=True)
+            if r["target_steps_per_s"] > best.get(method, (0.0, 0))[0]:
+                best[method] = (r["target_steps_per_s"], chunk)
+    if all(m in best for m in PAPER_STEPS):
+        total = 0.0
+        parts = []
+        for method, steps in PAPER_STEPS.items():
+            rate, chunk = best[method]
+            seconds = CLASSES * steps / rate
+            total += seconds
+            parts.append(f"{method} {CLASSES} x {steps} steps at chunk {chunk}: {_duration(seconds)}")
+        print(f"projected full atlas on this device ({size}, G width {args.width}): " + "; ".join(parts)
+              + f"; total {_duration(total)} (per-job start-up excluded)")
+    if all(m in flop_per_target for m in PAPER_STEPS):
+        # Device-independent: the full atlas's FLOP and what it takes at a given fraction of a peak.
+        total_flop = sum(CLASSES * steps * flop_per_target[m] for m, steps in PAPER_STEPS.items())
+        h100 = GPU_PEAKS["H100 SXM"]["bf16"] * 1e12
+        print(f"full atlas by FLOP count ({size}, G width {args.width}): {total_flop / 1e15:.0f} PFLOP; "
+              f"on one H100 (bf16 dense peak {h100 / 1e12:.0f} TFLOP/s) {_duration(total_flop / h100)} at 100% of peak, "
+              f"{_duration(total_flop / (0.3 * h100))} at 30%, {_duration(total_flop / (0.1 * h100))} at 10%")
 
 
 if __name__ == "__main__":

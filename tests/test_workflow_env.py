@@ -1,27 +1,14 @@
-"""The workflow's static checks: `snakemake --lint` is clean, and the conda environment that
-documents every rule's software lists exactly the package's dependencies."""
+"""The conda environment that documents every rule's software (`snakemake --lint` asks for one;
+tests/test_workflow.py runs the lint) lists exactly the package's dependencies."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def test_snakemake_lint_reports_nothing() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(REPO / "Snakefile")],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    text = proc.stdout + proc.stderr
-    assert proc.returncode == 0, text[-4000:]
-    assert "Congratulations, your workflow is in a good condition!" in text, text[-4000:]
-    assert "Lints for" not in text, text[-4000:]
 
 
 def test_conda_env_lists_the_package_dependencies() -> None:

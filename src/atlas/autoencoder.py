@@ -1,10 +1,12 @@
 """`atlas train-dae`: the denoising autoencoder whose decoder becomes G of the pretrained method.
 
-Paper Fig. 3 and DESIGN.md §2: an encoder E (five conv blocks 32->64->128->256->512, each pooled,
-then dense 2048 and dense 3200) maps a noisy image to a 3200-d feature vector, and the decoder,
-which is exactly `atlas.generator.Decoder` (G after the alpha layer), maps it back. The loss is the
-MSE between the clean image and the reconstruction. Only the decoder is kept (`decoder.pt`, read by
-`atlas generate --method pretrained --decoder PATH`).
+Paper Fig. 3 and DESIGN.md §2: an encoder E maps a noisy image to a 3200-d feature vector, and the
+decoder, which is exactly `atlas.generator.Decoder` (G after the alpha layer), maps it back. The loss
+is the MSE between the clean image and the reconstruction. Only the decoder is kept (`decoder.pt`,
+read by `atlas generate --method pretrained --decoder PATH`). E is not part of G, so it is ours to
+choose: the default `--encoder thumbnail` (`ThumbnailEncoder`) hands the decoder a 20 x 20 thumbnail
+laid out on the decoder's own 5 x 5 grid; `--encoder paper` is the authors' (five conv blocks
+32->64->128->256->512, each pooled, then dense 2048 and dense 3200).
 
 Image space. The decoder feeds the classifier D directly (G never knows D's mean/std), so it is
 trained to output images in D's normalised input space: the clean target is
@@ -18,21 +20,26 @@ Augmentation (`--augment`, on by default: the bundled set is ~40 photos): every 
 a random square crop of 80-100 % of its side (resized back to 224, bilinear) flipped horizontally
 with probability 1/2, drawn afresh each epoch. Validation images are never augmented.
 
-Defaults are for the embedded CPU run (`atlas extract --source bundled`: 315 train / 36 val rows
-at 224 px) on a 2-core CPU: width 0.0625 for both E and the decoder, Adam lr 3e-3 with a cosine
-decay to 0, batch 8, 25 epochs, noise std 0.1. What was measured there (validation MSE over the
-mean-image MSE, "ratio", lower is better; the ratio of a 7 x 7 colour thumbnail is 0.46):
-- every variant follows nearly the same curve per epoch: ~0.66 after 15 epochs, ~0.60 after 31
-  (widths 0.0625 / 0.125 / 0.25, hidden 256 or 2048, max or average pooling, a conv head instead
-  of the dense ones, with and without augmentation, a multi-scale loss); so the default is the
-  cheapest width, which fits the most epochs into a few minutes;
+Defaults are for the embedded CPU run on a 2-core CPU (`atlas extract --source bundled`: 315 train
+/ 36 val rows at 224 px): the thumbnail encoder, width 0.0625, Adam lr 3e-3 with a cosine decay to
+0, batch 8, 40 epochs, noise std 0.1 (README, "Autoencoder": validation ratio 0.37, 239 CPU-s).
+Measured there (validation MSE over the MSE of the mean training image, "ratio", lower is better):
+- the decoder paints seed cell c around output pixel 64 c - 33.5 (`decoder_cell_centres`), so the
+  224 pixels span only cells 0.5..4; an encoder whose cells tile the image evenly (or a dense one,
+  which must learn the layout) leaves the decoder a non-local remapping to learn. Aligning the
+  thumbnail's cells with the painted ones was the one change that mattered: ratio 0.60 instead of
+  0.68-0.74 after 3 epochs;
+- before that, every variant followed nearly the same curve per epoch (~0.66 after 15 epochs,
+  ~0.60 after 31 at 224 px): widths 0.0625 / 0.125 / 0.25, hidden 256 or 2048, max or average
+  pooling, a conv head, with and without augmentation, a multi-scale loss, a one-cycle schedule to
+  lr 1e-2 (worse: 0.74 after 9 of 12 epochs), positive initial conv biases (no change), random
+  colour-channel permutations (0.63 -> 0.62, but the decoder then lost the photos' colour balance:
+  blue too high, orange shown pink). A dataset extracted at 64 px gives lower ratios still (the
+  decoder reproduces little detail finer than its seed's grid): 0.39 after 6 epochs;
 - Adam lr 3e-3 at batch 8 beat lr 1e-3 at batch 16, lr 1e-2, batch 4, SGD (Nesterov, lr 0.05)
   and the authors' Adadelta lr 1.0, which all learned more slowly over 15 epochs.
-The default run (`--threads 1`, 2-core CPU that other jobs kept busy) took 196 s of training, 214 s
-wall, and ends at validation MSE 0.192 against 0.307 for the mean training image: ratio 0.63, not
-the 0.5 that was asked for; no setting measured reaches 0.5 within minutes here (the longest, 31
-epochs at width 0.125, reached 0.60). The authors' settings are width 1.0, Adadelta lr 1.0,
-batch 24, 400 epochs on the ImageNet dog images (`--paper`).
+The authors' settings are their encoder, width 1.0, Adadelta lr 1.0, batch 24, 400 epochs on the
+ImageNet dog images (`--paper`).
 
 Restartable: `checkpoint.pt` is written (atomically) after every epoch with E's and the decoder's
 weights, the optimiser state, the epoch, the config, every RNG state and the loss history. Run
@@ -66,7 +73,7 @@ from tqdm import tqdm
 
 from atlas import __version__
 from atlas.errors import AtlasError
-from atlas.generator import DECODER_FORMAT, FEATURES, OUTPUT_SIZE, Decoder, count_trainable, save_decoder
+from atlas.generator import DECODER_FORMAT, FEATURES, OUTPUT_SIZE, SEED_SHAPE, Decoder, count_trainable, save_decoder
 from atlas.io import atomic_path, save_torch, write_parquet, write_text
 
 log = logging.getLogger(__name__)
@@ -83,6 +90,16 @@ CHECKPOINT_FORMAT = "atlas-dae-checkpoint/1"
 # Encoder: conv channels of the five blocks and the hidden dense layer at width 1.0 (DESIGN.md §2).
 _ENCODER_CHANNELS = (32, 64, 128, 256, 512)
 _ENCODER_HIDDEN = 2048
+ENCODERS = ("thumbnail", "paper")
+# Side of the thumbnail encoder's thumbnail: 4 x 4 pixels per cell of the decoder's 5 x 5 seed.
+_THUMBNAIL = 20
+# Where the decoder paints its seed's cells: cell c (row or column, 0..4) is centred on output pixel
+# 64 c - 33.5 (measured with `decoder_cell_centres`; the five "valid" convs crop 1.5 cells, the
+# even-kernel "same" convs pad one side more), so the 224-pixel image spans cells 0.53..4.03 and
+# cell 0 lies mostly outside it. The thumbnail encoder pads the image by these many pixels
+# (before, after) to 320 = 5 x 64 so that its cell c covers the pixels that decoder cell c paints.
+_CELL_PIXELS = 64
+_THUMBNAIL_PAD = (66, 30)
 # Smallest random crop, as a fraction of the image side: the dataset's own crops already go down
 # to 50 %, so on-the-fly crops only need to vary the framing a little.
 _CROP_MIN = 0.8
@@ -107,16 +124,29 @@ def encoder_channels(width: float) -> list[int]:
     return [max(1, round(c * width)) for c in _ENCODER_CHANNELS]
 
 
+class _Code(nn.Module):
+    """The end of both encoders: each image's 3200 values standardised over its own units (a
+    LayerNorm without affine), then a ReLU. The pretrained method feeds the decoder
+    relu(alpha * eps), non-negative and near 1 at the start, so the decoder is trained on
+    non-negative codes of about that scale, the region the generation starts in and can reach.
+    Per image, not per batch: with a BatchNorm here (the first version) an image's code depended
+    on the 7 other images of its batch, and training was measured slower (ratio 0.66 -> 0.63 after
+    12 epochs with the thumbnail encoder, 0.73 -> 0.71 after 5 with the paper's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(FEATURES, elementwise_affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.norm(x.flatten(1)))
+
+
 class Encoder(nn.Module):
-    """E: (B, 3, 224, 224) noisy image -> (B, 3200) feature vector.
+    """The paper's E: (B, 3, 224, 224) noisy image -> (B, 3200) feature vector (`--encoder paper`).
 
     Each block is conv 3x3 (same) -> ReLU -> BatchNorm -> max-pool 2 (the decoder's conv -> ReLU
-    -> BN order), so 224 -> 112 -> 56 -> 28 -> 14 -> 7; then dense `hidden` (ReLU) and dense 3200.
-    The feature vector is standardised (BatchNorm without affine) and goes through a ReLU: the
-    pretrained method feeds the decoder relu(alpha * eps), non-negative and near 1 at the start,
-    so the decoder is trained on non-negative codes of about that scale, the region the generation
-    starts in and can reach. The standardisation also keeps every code unit alive (measured
-    without it: 42 % of the 3200 units were zero for every image, and the mean code was 6.5).
+    -> BN order), so 224 -> 112 -> 56 -> 28 -> 14 -> 7; then dense `hidden` (ReLU), dense 3200 and
+    `_Code`.
     """
 
     def __init__(self, width: float = 1.0, hidden: int = _ENCODER_HIDDEN, size: int = OUTPUT_SIZE) -> None:
@@ -134,21 +164,87 @@ class Encoder(nn.Module):
             nn.Linear(cin * side * side, hidden),
             nn.ReLU(),
             nn.Linear(hidden, FEATURES),
-            nn.BatchNorm1d(FEATURES, affine=False),
-            nn.ReLU(),
+            _Code(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
 
+class ThumbnailEncoder(nn.Module):
+    """The default E (`--encoder thumbnail`): a fixed 20 x 20 average-pooled thumbnail of the noisy
+    image, cut into the decoder's 5 x 5 grid (each cell's 4 x 4 pixels x 3 colours = 48 values),
+    mapped per cell by one learned 1 x 1 conv to the 128 channels of the decoder's seed, then `_Code`.
+
+    The grid is the decoder's own: the image is padded (replicating its border) by `_THUMBNAIL_PAD`
+    to 5 x 64 pixels, so code cell (i, j) describes the 64-pixel square that the decoder paints from
+    seed cell (i, j) (`decoder_cell_centres`). The decoder then only has to learn to paint each
+    cell's thumbnail where it lies, a local rule that carries over to photos it never saw. E costs
+    almost nothing, so an epoch takes ~2/3 of the paper's E's time. Only E differs from the paper.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = _THUMBNAIL // SEED_SHAPE[1]
+        self.mix = nn.Conv2d(3 * self.cell**2, SEED_SHAPE[0], 1)
+        self.code = _Code()
+
+    @staticmethod
+    def cell_centres() -> list[float]:
+        """Pixel column (of the 224-pixel input) on which each of the code's 5 cell columns is centred."""
+        return [(c + 0.5) * _CELL_PIXELS - _THUMBNAIL_PAD[0] for c in range(SEED_SHAPE[2])]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = (round(p * x.shape[-1] / OUTPUT_SIZE) for p in _THUMBNAIL_PAD)
+        x = F.pad(x, (lo, hi, lo, hi), mode="replicate")
+        thumb = F.adaptive_avg_pool2d(x, _THUMBNAIL)
+        return self.code(self.mix(F.pixel_unshuffle(thumb, self.cell)))
+
+
+def decoder_cell_centres(decoder: Decoder) -> list[float]:
+    """Output column on which the decoder centres each of its seed's 5 cell columns.
+
+    Geometry only: a copy of `decoder` whose convs average their window (weights 1/n, no bias,
+    BatchNorm as identity) runs on a seed 9 cells wide (the layers are convolutional, so a wider
+    seed gives a wider image with the same cell -> pixel map), one seed column at a time set to 1;
+    a column's centre is the middle of the output columns it reaches. Cells whose reach the image
+    border cuts are placed by the uncut cells' spacing."""
+    probe = Decoder(decoder.width).eval()
+    wide = 9
+    with torch.no_grad():
+        for block in probe.conv_blocks():
+            block.conv.weight.fill_(1.0 / block.conv.weight[0].numel())
+            block.conv.bias.zero_()
+        base = probe.layers(torch.zeros(1, SEED_SHAPE[0], SEED_SHAPE[1], wide))[0, 0].mean(0)
+        uncut: dict[int, float] = {}
+        for c in range(wide):
+            seed = torch.zeros(1, SEED_SHAPE[0], SEED_SHAPE[1], wide)
+            seed[0, :, :, c] = 1.0
+            column = probe.layers(seed)[0, 0].mean(0) - base
+            idx = torch.nonzero(column.abs() > 1e-6).flatten()
+            lo, hi = int(idx.min()), int(idx.max())
+            if lo > 0 and hi < len(column) - 1:
+                uncut[c] = (lo + hi) / 2
+    first, last = min(uncut), max(uncut)
+    step = (uncut[last] - uncut[first]) / (last - first)
+    return [uncut[first] + step * (c - first) for c in range(SEED_SHAPE[2])]
+
+
+def make_encoder(kind: str, width: float) -> nn.Module:
+    if kind == "thumbnail":
+        return ThumbnailEncoder()
+    if kind == "paper":
+        return Encoder(width, hidden=max(1, round(_ENCODER_HIDDEN * width)))
+    raise AtlasError(f"unknown encoder {kind!r}; use one of {', '.join(ENCODERS)}")
+
+
 class Autoencoder(nn.Module):
     """E followed by the decoder (`atlas.generator.Decoder`, so its weights load straight into G)."""
 
-    def __init__(self, width: float, seed: int = 0) -> None:
+    def __init__(self, width: float, seed: int = 0, encoder: str = "thumbnail") -> None:
         super().__init__()
         torch.manual_seed(seed)
-        self.encoder = Encoder(width, hidden=max(1, round(_ENCODER_HIDDEN * width)))
+        self.encoder = make_encoder(encoder, width)
         self.decoder = Decoder(width)
         # The decoder starts as the authors' Keras layers did (Glorot uniform, zero bias).
         self.decoder.init_copy(0, torch.Generator().manual_seed(seed))
@@ -176,8 +272,9 @@ class TrainConfig:
     classifier: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    encoder: str = "thumbnail"
     width: float = 0.0625
-    epochs: int = 25
+    epochs: int = 40
     batch_size: int = 8
     optimiser: str = "adam"
     lr: float = 3e-3
@@ -196,6 +293,8 @@ class TrainConfig:
             raise AtlasError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 2:
             raise AtlasError(f"--batch-size must be at least 2 (BatchNorm needs two images), got {self.batch_size}")
+        if self.encoder not in ENCODERS:
+            raise AtlasError(f"unknown encoder {self.encoder!r}; use one of {', '.join(ENCODERS)}")
         if self.optimiser not in OPTIMISERS:
             raise AtlasError(f"unknown optimiser {self.optimiser!r}; use one of {', '.join(OPTIMISERS)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -571,7 +670,7 @@ def train(cfg: TrainConfig, images: np.ndarray, manifest: pd.DataFrame, out: Pat
         raise AtlasError(f"output folder {out} holds files that are not from `atlas train-dae`; choose an empty or new folder")
     out.mkdir(parents=True, exist_ok=True)
 
-    model = Autoencoder(cfg.width, seed=cfg.seed).to(device).to(memory_format=torch.channels_last)
+    model = Autoencoder(cfg.width, seed=cfg.seed, encoder=cfg.encoder).to(device).to(memory_format=torch.channels_last)
     optimiser = _make_optimiser(cfg, model.parameters())
     gens = {"cpu": torch.Generator().manual_seed(cfg.seed), "device": torch.Generator(device=device).manual_seed(cfg.seed)}
     # Seed the global RNGs too: nothing here draws from them today, but a library might.
@@ -588,9 +687,10 @@ def train(cfg: TrainConfig, images: np.ndarray, manifest: pd.DataFrame, out: Pat
         log.info("resuming from epoch %d of %d (checkpoint %s)", run.epoch, cfg.epochs, ckpt_path)
     else:
         log.info(
-            "training from epoch 0: width %g (encoder %s, decoder %s trainable parameters), %d train / %d val images, "
+            "training from epoch 0: %s encoder, width %g (encoder %s, decoder %s trainable parameters), "
+            "%d train / %d val images, "
             "%d epochs of batch %d, %s lr %g, noise std %g, augment %s, device %s",
-            cfg.width, f"{count_trainable(model.encoder):,}", f"{count_trainable(model.decoder):,}",
+            cfg.encoder, cfg.width, f"{count_trainable(model.encoder):,}", f"{count_trainable(model.decoder):,}",
             len(train_set), len(val_set), cfg.epochs, cfg.batch_size, cfg.optimiser, cfg.lr, cfg.noise_std,
             "on" if cfg.augment else "off", device,
         )
@@ -686,7 +786,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.paper:
         args.width, args.optimiser, args.lr, args.batch_size, args.epochs = 1.0, "adadelta", 1.0, 24, 400
-        args.schedule, args.augment = "constant", False
+        args.schedule, args.augment, args.encoder = "constant", False, "paper"
     if args.threads is not None:
         if args.threads < 1:
             raise AtlasError(f"--threads must be at least 1, got {args.threads}")
@@ -700,6 +800,7 @@ def run(args: argparse.Namespace) -> int:
         classifier=args.classifier,
         mean=tuple(float(v) for v in mean),
         std=tuple(float(v) for v in std),
+        encoder=args.encoder,
         width=float(args.width),
         epochs=int(args.epochs),
         batch_size=int(args.batch_size),
@@ -732,8 +833,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--classifier", default="efficientnet-lite0",
                    help="whose normalised input space the decoder outputs (default efficientnet-lite0; "
                    "efficientnet-lite2 or torchvision:<name>)")
+    p.add_argument("--encoder", choices=ENCODERS, default=d["encoder"],
+                   help=f"E: thumbnail (a 20 x 20 thumbnail mapped cell by cell onto the decoder's 5 x 5 seed; "
+                   f"fast, generalises from few photos) or paper (5 conv blocks, dense 2048, dense 3200); "
+                   f"default {d['encoder']}; the decoder is the same")
     p.add_argument("--width", type=float, default=d["width"],
-                   help=f"channel multiplier of encoder and decoder (default {d['width']}; 1.0: the paper's)")
+                   help=f"channel multiplier of the decoder and of the paper encoder (default {d['width']}; "
+                   "1.0: the paper's)")
     p.add_argument("--epochs", type=int, default=d["epochs"], help=f"default {d['epochs']} (paper: 400)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help=f"default {d['batch_size']} (paper: 24)")
     p.add_argument("--optimiser", choices=OPTIMISERS, default=d["optimiser"],
@@ -747,8 +853,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"],
                    help=f"learning rate over the run: cosine (from --lr down to 0) or constant (default {d['schedule']})")
     p.add_argument("--paper", action="store_true",
-                   help="the authors' settings: width 1.0, adadelta lr 1.0 constant, batch 24, 400 epochs, no "
-                   "augmentation (overrides those flags; meant for the ImageNet dogs on a GPU)")
+                   help="the authors' settings: their encoder, width 1.0, adadelta lr 1.0 constant, batch 24, 400 "
+                   "epochs, no augmentation (overrides those flags; meant for the ImageNet dogs on a GPU)")
     p.add_argument("--seed", type=int, default=d["seed"], help=f"initial weights, order, noise, crops (default {d['seed']})")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, default), cpu or cuda")
     p.add_argument("--threads", type=int, default=None, metavar="N",

@@ -79,6 +79,7 @@ class Classifier:
     class_names: list[str]
     weights_file: str | None = None
     _layers: dict[str, int] | None = field(default=None, repr=False)
+    _compiled: nn.Module | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -86,6 +87,13 @@ class Classifier:
 
     def to(self, device: torch.device | str) -> Classifier:
         self.model.to(device)
+        return self
+
+    def prepare(self, channels_last: bool, compile: bool) -> Classifier:
+        """Memory layout of D's weights (in place) and, with `compile`, a compiled D for the passes
+        that need no layer hooks (a hook would recompile it at every step)."""
+        self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        self._compiled = torch.compile(self.model) if compile else None
         return self
 
     @property
@@ -142,8 +150,9 @@ class Classifier:
                         raise _StopForward
 
                 handles.append(module.register_forward_hook(hook))
+            model = self._compiled if self._compiled is not None and not wanted else self.model
             try:
-                logits = self.model(x)
+                logits = model(x)
             except _StopForward:
                 logits = None
         finally:

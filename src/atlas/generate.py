@@ -34,6 +34,7 @@ from atlas.metadata import file_sha256, git_commit, versions
 from atlas.methods import METHODS, PRESETS, MethodSettings, settings_for
 from atlas.optimise import optimise
 from atlas.parameterise import Parameterisation, Pixels, PretrainedG, ScratchG
+from atlas.runtime import PRECISIONS, SWITCHES, Runtime, resolve_runtime
 from atlas.scores import dequantise, quantise, score
 from atlas.targets import Target, check_targets, parse_specs
 
@@ -52,6 +53,10 @@ class GenerateConfig:
     decoder: str | None = None  # path, or "random" (pretrained only)
     image_size: int | None = None  # D's input size override
     on_nan: str = "fail"  # fail: error, nothing written; record: failed rows, no PNG
+    # How the steps run (atlas.runtime): auto resolves per device (bf16 + channels-last on CUDA).
+    precision: str = "auto"  # auto | fp32 | bf16
+    channels_last: str = "auto"  # auto | on | off
+    compile: bool = False
 
 
 def pick_device(name: str) -> torch.device:
@@ -115,7 +120,9 @@ def generate(
     if out.exists() and any(out.iterdir()) and not (out / RECORDS).exists():
         raise AtlasError(f"output folder {out} exists and is not an Atlas output; choose an empty or new folder")
     decoder = resolve_decoder(cfg)
-    classifier.to(device)
+    runtime = resolve_runtime(cfg.precision, cfg.channels_last, cfg.compile, device)
+    classifier.to(device).prepare(runtime.channels_last, runtime.compile)
+    log.info("runtime on %s: %s", device, runtime.as_dict())
     s = cfg.settings
     rows: list[dict[str, object]] = []
     with atomic_dir(out) as tmp, tqdm(
@@ -127,8 +134,9 @@ def generate(
             seeds = [t.seed(cfg.seed) for t in chunk]
             t0 = time.perf_counter()
             param = _parameterisation(cfg, classifier, seeds, decoder, device)
+            param.prepare(runtime)
             objectives = [t.objective(s.penalty, s.target_relu, s.filter_penalty) for t in chunk]
-            result = optimise(classifier, objectives, param, s, progress=bar)
+            result = optimise(classifier, objectives, param, s, progress=bar, runtime=runtime)
             pixels = quantise(classifier, result.images)
             scores = score(classifier, chunk, dequantise(classifier, pixels).to(device))
             seconds = (time.perf_counter() - t0) / len(chunk)
@@ -138,7 +146,9 @@ def generate(
                 if reason is None:
                     image = f"{t.id}.png"
                     Image.fromarray(pixels[b].numpy()).save(tmp / image, format="PNG")
-                rows.append(_record(t, b, cfg, classifier, scores, result.loss[:, b], seeds[b], seconds, image, reason, len(chunk)))
+                rows.append(_record(
+                    t, b, cfg, classifier, scores, result.loss[:, b], seeds[b], seconds, image, reason, len(chunk), runtime
+                ))
             done = sum(r["failed"] is False for r in rows)
             log.info("chunk %d-%d done (%d/%d targets ok)", start, start + len(chunk) - 1, done, len(targets))
         records = pd.DataFrame(rows)
@@ -150,14 +160,15 @@ def generate(
                 "lower the learning rate (--set lr=...), or pass --on-nan record to keep the others"
             )
         write_parquet(records, tmp / RECORDS)
-        write_text(tmp / "run.json", json.dumps(_provenance(classifier, cfg, decoder, device, len(targets)), indent=2))
+        provenance = _provenance(classifier, cfg, decoder, device, len(targets), runtime)
+        write_text(tmp / "run.json", json.dumps(provenance, indent=2))
     log.info("wrote %d images and %s to %s", int((~records["failed"]).sum()), RECORDS, out)
     return records
 
 
 def _record(
     t: Target, b: int, cfg: GenerateConfig, classifier: Classifier, scores: object, loss: torch.Tensor,
-    seed: int, seconds: float, image: str | None, reason: str | None, chunk: int,
+    seed: int, seconds: float, image: str | None, reason: str | None, chunk: int, runtime: Runtime,
 ) -> dict[str, object]:
     s = cfg.settings
     ok = reason is None
@@ -185,6 +196,9 @@ def _record(
         "run_seed": cfg.seed,
         "seconds": seconds,
         "chunk_size": chunk,
+        "precision": runtime.precision,
+        "channels_last": runtime.channels_last,
+        "compiled": runtime.compile,
         "image": image,
         "image_size": classifier.input_size,
         "failed": not ok,
@@ -193,7 +207,8 @@ def _record(
 
 
 def _provenance(
-    classifier: Classifier, cfg: GenerateConfig, decoder: Decoder | None, device: torch.device, n: int
+    classifier: Classifier, cfg: GenerateConfig, decoder: Decoder | None, device: torch.device, n: int,
+    runtime: Runtime,
 ) -> dict[str, object]:
     return {
         "atlas": __version__,
@@ -217,6 +232,8 @@ def _provenance(
         "chunk_size": cfg.chunk_size,
         "targets": n,
         "on_nan": cfg.on_nan,
+        "runtime": runtime.as_dict(),
+        "runtime_requested": {"precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile},
     }
 
 
@@ -246,7 +263,8 @@ def run(args: argparse.Namespace) -> int:
         classifier.input_size = args.image_size
     cfg = GenerateConfig(
         settings=settings, seed=args.seed, chunk_size=args.chunk_size, decoder=args.decoder,
-        image_size=args.image_size, on_nan=args.on_nan,
+        image_size=args.image_size, on_nan=args.on_nan, precision=args.precision,
+        channels_last=args.channels_last, compile=args.compile,
     )
     generate(classifier, targets, cfg, Path(args.out), device)
     return 0
@@ -281,4 +299,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--on-nan", default="fail", choices=("fail", "record"),
                    help="a target whose loss goes NaN: fail the run (nothing written) or record it as failed")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="the steps' forward/backward: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16 autocast")
+    p.add_argument("--channels-last", default="auto", choices=SWITCHES,
+                   help="NHWC memory layout of G and D: auto (on with CUDA, off on CPU), on or off")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile G and D (opt-in: costs a compilation per job; see README, Benchmarks)")
     p.set_defaults(func=run)

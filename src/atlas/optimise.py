@@ -8,6 +8,9 @@ it would follow alone.
 
 A target whose loss becomes NaN or infinite is frozen out of the sum from that step on and
 reported as failed; the others carry on.
+
+`runtime` (`atlas.runtime`) sets the precision of the steps' forward passes (bf16 autocast or
+fp32); the objectives, the losses, the optimiser and the final renders are always fp32.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from atlas.classifier import Classifier
+from atlas.classifier import Activations, Classifier
 from atlas.methods import MethodSettings
 from atlas.objectives import Objective
 from atlas.parameterise import Parameterisation
+from atlas.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,11 @@ def chunk_loss(
     layers = tuple(dict.fromkeys(layer for o in objectives for layer in o.layers))
     need_logits = any(o.needs_logits for o in objectives)
     acts = classifier.forward(images, layers=layers, need_logits=need_logits)
+    # Under bf16 autocast the activations are bf16; the objectives (sums over 1000 classes) run in fp32.
+    acts = Activations(
+        logits=None if acts.logits is None else acts.logits.float(),
+        features={k: v.float() for k, v in acts.features.items()},
+    )
     return torch.cat([obj(acts.row(b)) for b, obj in enumerate(objectives)])
 
 
@@ -62,10 +71,13 @@ def optimise(
     param: Parameterisation,
     settings: MethodSettings,
     progress: tqdm | None = None,
+    runtime: Runtime | None = None,
 ) -> Result:
     if len(objectives) != param.batch:
         raise ValueError(f"{len(objectives)} objectives for a chunk of {param.batch}")
     opt = make_optimiser(settings, param.parameters())
+    runtime = runtime or Runtime()
+    device = param.parameters()[0].device
     batch = param.batch
     alive = torch.ones(batch, dtype=torch.bool)
     failed: list[str | None] = [None] * batch
@@ -73,8 +85,9 @@ def optimise(
     snap_steps = set(settings.snapshot_steps())
     snapshots: list[torch.Tensor] = []
     for step in range(1, settings.steps + 1):
-        images = param.images(noise=True)
-        loss = chunk_loss(classifier, objectives, images) + param.regulariser()
+        with runtime.autocast(device):
+            images = param.images(noise=True)
+            loss = chunk_loss(classifier, objectives, images) + param.regulariser().float()
         values = loss.detach().cpu()
         history[step - 1] = values
         bad = ~torch.isfinite(values) & alive

@@ -19,6 +19,7 @@ from torch import nn
 
 from atlas.generator import FEATURES, Decoder
 from atlas.methods import MethodSettings
+from atlas.runtime import Runtime
 
 
 def _generators(seeds: Sequence[int], device: torch.device) -> list[torch.Generator]:
@@ -58,6 +59,28 @@ class Parameterisation:
     def after_step(self) -> None:
         """Called after each optimiser step (e.g. to keep pixels in range)."""
 
+    def prepare(self, runtime: Runtime) -> None:
+        """Lay out and compile G for `runtime` (before the optimiser is made). Pixels have no G."""
+
+
+class _WithDecoder(Parameterisation):
+    decoder: Decoder
+    _decode: Callable[[torch.Tensor], torch.Tensor]
+
+    def prepare(self, runtime: Runtime) -> None:
+        # In place: the parameters stay the same tensors, so an optimiser made after sees them.
+        self.decoder.to(memory_format=runtime.memory_format())
+        self._decode = torch.compile(self.decoder) if runtime.compile else self.decoder
+
+    def _generate(self, f: torch.Tensor) -> torch.Tensor:
+        # G runs in fp32 also under bf16 autocast (only D runs in bf16). Measured (README,
+        # "Benchmarks"; tests/test_runtime.py): in bf16, the scratch G's BatchNorm over a single
+        # image turned the rounding of nearly constant channels into noise and lost its targets,
+        # and the pretrained G's backward cancels enough to err by a third of a step; with G in
+        # fp32 and D in bf16 the images stay within one 8-bit level of fp32's.
+        with torch.autocast(f.device.type, enabled=False):
+            return self._decode(f.float())
+
 
 class _FeatureNoise:
     """Per-target noise on the constant input f0 = 1, drawn afresh at every step."""
@@ -74,7 +97,7 @@ class _FeatureNoise:
         )
 
 
-class ScratchG(Parameterisation):
+class ScratchG(_WithDecoder):
     """The scratch method: B randomly initialised generators, every weight trained (incl. alpha).
 
     f = alpha * (f0 + eps), eps ~ N(0, noise_std^2) (Keras GaussianNoise before the alpha layer);
@@ -95,6 +118,7 @@ class ScratchG(Parameterisation):
             self.decoder.init_copy(b, gen)
             alpha[b].uniform_(-limit, limit, generator=gen)
         self.decoder.to(device).train()
+        self._decode = self.decoder
         self.alpha = nn.Parameter(alpha.to(device))
         self.noise = _FeatureNoise(seeds, settings.noise_std, device)
 
@@ -105,7 +129,7 @@ class ScratchG(Parameterisation):
         f0 = torch.ones_like(self.alpha)
         if noise and self.noise.std > 0:
             f0 = f0 + self.noise.std * self.noise.draw()
-        return self.decoder(self.alpha * f0)
+        return self._generate(self.alpha * f0)
 
     def regulariser(self) -> torch.Tensor:
         s = self.settings
@@ -117,7 +141,7 @@ class ScratchG(Parameterisation):
         return s.reg_weight * gamma.abs().sum(dim=1)
 
 
-class PretrainedG(Parameterisation):
+class PretrainedG(_WithDecoder):
     """The pretrained method: alpha (B x 3200, init ones) before a frozen, trained decoder.
 
     f = relu(alpha * eps) (with `alpha_relu`), eps ~ N(1, noise_std^2) (Keras GaussianDropout);
@@ -129,6 +153,7 @@ class PretrainedG(Parameterisation):
         self.settings = settings
         self.batch = len(seeds)
         self.decoder = decoder.to(device).eval()
+        self._decode = self.decoder
         for p in self.decoder.parameters():
             p.requires_grad_(False)
         self.alpha = nn.Parameter(torch.ones(self.batch, FEATURES, device=device))
@@ -143,7 +168,7 @@ class PretrainedG(Parameterisation):
             f = f * (1.0 + self.noise.std * self.noise.draw())
         if self.settings.alpha_relu:
             f = torch.relu(f)
-        return self.decoder(f)
+        return self._generate(f)
 
     def regulariser(self) -> torch.Tensor:
         s = self.settings

@@ -261,6 +261,13 @@ def method_args(method):
     return f"--preset {config['methods'][method]['preset']} {sets}".strip()
 
 
+def compute_args():
+    """How the generation jobs run (config `compute`): --precision, --channels-last, --compile."""
+    c = config["compute"]
+    flags = f"--precision {c['precision']} --channels-last {c['channels_last']}"
+    return flags + (" --compile" if c["compile"] else "")
+
+
 def decoder_arg(wildcards, input):
     return f"--decoder {shlex.quote(input.decoder)}" if "decoder" in input.keys() else ""
 
@@ -296,6 +303,7 @@ def train_args():
     args = _flags(
         [
             ("classifier", config["classifier"]["name"]),
+            ("encoder", a["encoder"]),
             ("width", a["width"]),
             ("epochs", a["epochs"]),
             ("batch-size", a["batch_size"]),

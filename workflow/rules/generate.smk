@@ -31,6 +31,7 @@ for chunk in planned_chunks():
             targets=chunk_target_args(chunk),
             chunk_size=len(chunk.targets),
             seed=config["seed"],
+            compute=compute_args(),
             decoder=decoder_arg,
             out=folder_of,
         # One thread: measured on this 2-core machine, one 2-thread job took 5x longer than a
@@ -48,4 +49,4 @@ for chunk in planned_chunks():
         shell:
             "OMP_NUM_THREADS={threads} atlas generate --method {params.method} {params.method_args} "
             "{params.classifier} {params.targets} {params.decoder} --seed {params.seed} "
-            "--chunk-size {params.chunk_size} --on-nan record --device auto --out {params.out} > {log} 2>&1"
+            "--chunk-size {params.chunk_size} {params.compute} --on-nan record --device auto --out {params.out} > {log} 2>&1"
