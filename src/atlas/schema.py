@@ -49,9 +49,9 @@ INDEX_COLUMNS: tuple[Column, ...] = (
     # What the image is.
     Column("target_id", _str, "target", "target id: class-0009, pair-0009+0030, filter-<layer>-0003 (unique per method)"),
     Column("method", _str, "target", "scratch, pretrained or pixel"),
-    Column("kind", _str, "target", "class, pair or filter"),
+    Column("kind", _str, "target", "class, pair (two classes), group (more) or filter"),
     Column("class_index", _int, "target", "the class index of a class target; null otherwise"),
-    Column("classes", _ints, "target", "the target's class indices (one for a class, two or more for a pair; empty for a filter)"),
+    Column("classes", _ints, "target", "the target's class indices (one for a class, two for a pair, more for a group; empty for a filter)"),
     Column("label", _str, "target", "human-readable name of the target (class names joined with ' + ', or layer:channel)"),
     Column("layer", _str, "target", "a filter target's layer name; null otherwise"),
     Column("channel", _int, "target", "a filter target's channel; null otherwise"),
