@@ -120,3 +120,13 @@ def test_generate_refuses_a_bad_decoder_file(tmp_path, capsys, name) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "decoder" in err[0]
     assert not out.exists()
+
+
+def test_saved_decoder_bytes_depend_only_on_its_contents(tmp_path) -> None:
+    """Two saves of one decoder are the same bytes (reproducible outputs, comparable by sha256)."""
+    from atlas.generator import Decoder, save_decoder
+
+    decoder = Decoder(width=0.0625)
+    save_decoder(decoder, tmp_path / "a.pt")
+    save_decoder(decoder, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

@@ -65,8 +65,10 @@ def save_png(image: Any, path: str | os.PathLike[str]) -> None:
 def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # Through a file object, torch names the archive inside the zip "archive"; given a path it
+    # would use the temporary file's random name, so equal contents would differ in bytes.
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def write_parquet(df: Any, path: str | os.PathLike[str]) -> None:
