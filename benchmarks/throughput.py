@@ -117,9 +117,7 @@ def main() -> None:
     args = ap.parse_args()
     device = pick_device(args.device)
     runtime = resolve_runtime(args.precision, args.channels_last, args.compile, device)
-    clf = load_classifier(args.classifier, args.weights).to(device)
-    if args.image_size is not None:
-        clf.input_size = args.image_size
+    clf = load_classifier(args.classifier, args.weights, image_size=args.image_size).to(device)
     clf.prepare(runtime.channels_last, runtime.compile)
     chunks = [int(c) for c in args.chunks.split(",")]
 

@@ -320,13 +320,18 @@ def normalisation(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     )
 
 
-def load_classifier(name: str, weights: str = "default", seed: int = 0) -> Classifier:
-    """Resolve a classifier by name (see module docstring); raise AtlasError for an unknown one."""
+def load_classifier(name: str, weights: str = "default", seed: int = 0, image_size: int | None = None) -> Classifier:
+    """Resolve a classifier by name (see module docstring); raise AtlasError for an unknown one.
+    `image_size` overrides its input size (images are resized to it before the network)."""
     if name in EMBEDDED:
-        return _efficientnet(name, weights, seed)
-    if name.startswith("torchvision:"):
-        return _torchvision(name, weights, seed)
-    raise AtlasError(
-        f"unknown classifier {name!r}; use one of {', '.join(EMBEDDED)} or torchvision:<name> "
-        "(e.g. torchvision:vgg16)"
-    )
+        classifier = _efficientnet(name, weights, seed)
+    elif name.startswith("torchvision:"):
+        classifier = _torchvision(name, weights, seed)
+    else:
+        raise AtlasError(
+            f"unknown classifier {name!r}; use one of {', '.join(EMBEDDED)} or torchvision:<name> "
+            "(e.g. torchvision:vgg16)"
+        )
+    if image_size is not None:
+        classifier.input_size = image_size
+    return classifier

@@ -258,9 +258,7 @@ def run(args: argparse.Namespace) -> int:
     if args.image_size is not None and not 32 <= args.image_size <= 1024:
         raise AtlasError(f"--image-size {args.image_size} is out of range; use 32..1024 pixels")
     device = pick_device(args.device)
-    classifier = load_classifier(args.classifier, args.weights, seed=args.seed)
-    if args.image_size is not None:
-        classifier.input_size = args.image_size
+    classifier = load_classifier(args.classifier, args.weights, seed=args.seed, image_size=args.image_size)
     cfg = GenerateConfig(
         settings=settings, seed=args.seed, chunk_size=args.chunk_size, decoder=args.decoder,
         image_size=args.image_size, on_nan=args.on_nan, precision=args.precision,

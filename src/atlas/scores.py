@@ -337,9 +337,7 @@ def run(args: argparse.Namespace) -> int:
     transforms = robustness_set(args.jitter_px, args.jitter_count, scales, args.flip, args.robust_seed)
     _read_records(Path(args.chunk))  # before loading two classifiers
     device = pick_device(args.device)
-    classifier = load_classifier(args.classifier, args.weights, seed=args.seed)
-    if args.image_size is not None:
-        classifier.input_size = args.image_size
+    classifier = load_classifier(args.classifier, args.weights, seed=args.seed, image_size=args.image_size)
     judge = load_classifier(args.judge, args.judge_weights, seed=args.seed)
     classifier.to(device)
     judge.to(device)
