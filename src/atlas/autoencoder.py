@@ -368,14 +368,10 @@ class _Images:
 
 def _fingerprint(directory: Path, images: np.ndarray) -> str:
     """What identifies the dataset's content: the sha256 that `atlas extract` recorded, and the shape."""
-    info = directory / "extract.json"
-    sha = None
-    if info.is_file():
-        sha = json.loads(info.read_text(encoding="utf-8")).get("images", {}).get("sha256")
-    if sha is None:
-        from atlas.io import sha256_file
+    from atlas.data import IMAGES_FILE, recorded_sha256
+    from atlas.io import sha256_file
 
-        sha = sha256_file(directory / "images.npy")
+    sha = recorded_sha256(directory) or sha256_file(directory / IMAGES_FILE)
     return f"{'x'.join(str(s) for s in images.shape)}:{sha}"
 
 

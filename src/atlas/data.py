@@ -680,6 +680,15 @@ def extract(
 # Loader
 
 
+def recorded_sha256(directory: str | os.PathLike[str]) -> str | None:
+    """The images' sha256 as `atlas extract` recorded it in extract.json (None without one):
+    what identifies a dataset's content without hashing an ImageNet-sized array again."""
+    try:
+        return json.loads((Path(directory) / INFO_FILE).read_text(encoding="utf-8"))["images"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def load_dataset(directory: str | os.PathLike[str], verify: bool = False) -> tuple[np.memmap, pd.DataFrame]:
     """Open an extracted dataset: (images N x S x S x 3 uint8, memory-mapped; manifest).
 

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from atlas import __version__
 from atlas.classifier import Classifier, load_classifier
-from atlas.data import load_dataset
+from atlas.data import load_dataset, recorded_sha256
 from atlas.errors import AtlasError
 from atlas.io import atomic_dir
 from atlas.scores import to_input, to_rgb
@@ -99,7 +99,7 @@ def exemplars(
     result = pa.Table.from_pydict(table, schema=_SCHEMA)
     info = {
         "atlas": __version__, "top_k": top_k, "dataset": str(data), "candidates": len(rows),
-        "images_sha256": _dataset_sha256(data),
+        "images_sha256": recorded_sha256(data),
         "classifier": {"name": classifier.name, "weights": classifier.weights, "input_size": classifier.input_size},
     }  # fmt: skip
     result = result.replace_schema_metadata({EXEMPLARS_KEY: json.dumps(info).encode()})
@@ -109,15 +109,6 @@ def exemplars(
         pq.write_table(result, tmp / EXEMPLARS)
     log.info("wrote the top %d of %d dataset images for %d targets (%d images) to %s", top_k, len(rows), len(targets), len(used), out)  # fmt: skip
     return result
-
-
-def _dataset_sha256(data: Path) -> str | None:
-    """The images' sha256 as `atlas extract` recorded it (hashing an ImageNet-sized array again
-    would take minutes)."""
-    try:
-        return json.loads((Path(data) / "extract.json").read_text())["images"]["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def _name(row: int) -> str:
@@ -137,9 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from atlas.generate import pick_device
 
     device = pick_device(args.device)
-    classifier = load_classifier(args.classifier, args.weights, seed=args.seed)
-    if args.image_size is not None:
-        classifier.input_size = args.image_size
+    classifier = load_classifier(args.classifier, args.weights, seed=args.seed, image_size=args.image_size)
     targets = parse_specs(args.targets)
     if args.batch_size < 1:
         raise AtlasError(f"--batch-size must be at least 1, got {args.batch_size}")
