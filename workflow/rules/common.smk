@@ -74,12 +74,9 @@ def check_config():
         fail("methods: every method is disabled; enable at least one of " + ", ".join(METHODS))
     if not any(targets.values()):
         fail("no targets: list some classes, pairs or filters")
-    weights = config["classifier"]["weights"]
-    if weights not in ("default", "random") and not os.path.isfile(weights):
-        fail(f"classifier.weights: {weights} is neither default, random nor an existing file")
-    judge = config["judge"]["weights"]
-    if judge not in ("default", "random") and not os.path.isfile(judge):
-        fail(f"judge.weights: {judge} is neither default, random nor an existing file")
+    for section, weights in local_weights().items():
+        if not os.path.isfile(weights):
+            fail(f"{section}.weights: {weights} is neither default, random nor an existing file")
     if "pretrained" in enabled_methods() or exemplars_on():
         check_dataset(config["dataset"])
 
@@ -163,8 +160,8 @@ def chunk_inputs(chunk):
     inputs = {}
     if chunk.method == "pretrained":
         inputs["decoder"] = autoencoder_file("decoder.pt")
-    if config["classifier"]["weights"] not in ("default", "random"):
-        inputs["weights"] = config["classifier"]["weights"]
+    if "classifier" in local_weights():
+        inputs["weights"] = local_weights()["classifier"]
     return inputs
 
 
@@ -206,13 +203,18 @@ def judge_args():
     return _flags([("judge", j["name"]), ("judge-weights", j["weights"])])
 
 
+def local_weights():
+    """D's and the judge's weights that are files (not default or random), by config section."""
+    return {
+        key: config[key]["weights"]
+        for key in ("classifier", "judge")
+        if config[key]["weights"] not in ("default", "random")
+    }
+
+
 def weights_inputs():
     """Local weight files of D and the judge: a changed file reruns the jobs that read it."""
-    files = {}
-    for key in ("classifier", "judge"):
-        if config[key]["weights"] not in ("default", "random"):
-            files[f"{key}_weights"] = config[key]["weights"]
-    return files
+    return {f"{key}_weights": path for key, path in local_weights().items()}
 
 
 def robustness_args():
