@@ -3,8 +3,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from atlas.objectives import ClassActivation, FilterActivation, OtherClasses, class_loss, filter_loss
-from tests.tiny import constant_image, linear_classifier
+from atlas.objectives import (
+    ChunkLoss,
+    ClassActivation,
+    FilterActivation,
+    Objective,
+    OtherClasses,
+    class_loss,
+    filter_loss,
+)
+from tests.tiny import constant_image, linear_classifier, tiny_classifier
 
 # logits = W @ mean(rgb) + b on a constant image (0.5, -1.0, 2.0):
 W = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]]
@@ -71,3 +79,69 @@ def test_filter_only_pass_stops_early() -> None:
     assert a.logits is None and a.features["pool"].shape == (1, 3, 1, 1)
     with pytest.raises(RuntimeError, match="needs D's logits"):
         class_loss([0])(a)
+
+
+def _chunk_objectives():
+    from atlas.targets import Target
+
+    targets = [
+        Target("class", (1,)), Target("class", (4,)), Target("pair", (2, 3)),
+        Target("filter", layer="conv", channels=(2,)), Target("filter", layer="conv", channels=(0, 3)),
+    ]
+    objs = [t.objective(0.01, True) for t in targets]
+    objs += [
+        class_loss([5], target_relu=False),  # the raw logit, which passes a gradient below 0
+        class_loss([0], penalty=0.0),
+        filter_loss("conv", (1,), penalty=0.1),
+        2 * ClassActivation((3,)) - OtherClasses((3,)) + 1.0,
+    ]
+    return objs
+
+
+def test_a_chunks_losses_batched_are_each_objective_alone_with_the_same_gradient_bits() -> None:
+    clf = tiny_classifier()
+    objs = _chunk_objectives()
+    batched = ChunkLoss(objs)
+    assert batched.forms is not None  # every objective Atlas builds has a linear form
+    alone = ChunkLoss(objs)
+    alone.forms = None  # the per-image path
+    x = torch.randn(len(objs), 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    grads, losses = [], []
+    for loss_fn in (batched, alone):
+        xi = x.clone().requires_grad_(True)
+        acts = clf.forward(xi, layers=loss_fn.layers, need_logits=loss_fn.needs_logits)
+        loss = loss_fn(acts)
+        loss.sum().backward()
+        losses.append(loss.detach())
+        grads.append(xi.grad)
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=1e-6)
+    assert torch.equal(grads[0], grads[1])  # the same coefficients: the optimiser takes the same steps
+
+
+def test_a_chunk_loss_reads_no_entry_its_target_does_not_weigh() -> None:
+    # An inf logit of a class that a filter target does not weigh leaves its loss finite, as the
+    # filter's own computation would; the class target that weighs it sees it.
+    acts_ = acts()
+    acts_.logits[0, 2] = float("inf")
+    acts_.features["pool"] = acts_.features["pool"].clone()
+    loss = ChunkLoss([filter_loss("pool", (0,)), class_loss([0])])(
+        type(acts_)(logits=acts_.logits.expand(2, -1), features={"pool": acts_.features["pool"].expand(2, -1, -1, -1)})
+    )
+    assert torch.isfinite(loss[0]) and loss[0].item() == pytest.approx(-0.5)
+    assert not torch.isfinite(loss[1])
+
+
+def test_an_objective_without_a_linear_form_is_computed_per_image() -> None:
+    class Squared(Objective):
+        needs_logits = True
+
+        def __call__(self, a):
+            return a.logits[:, 0] ** 2
+
+    objs = [Squared(), class_loss([0])]
+    assert Squared().linear() is None and (Squared() + class_loss([1])).linear() is None
+    loss_fn = ChunkLoss(objs)
+    assert loss_fn.forms is None
+    a = acts()
+    two = type(a)(logits=a.logits.expand(2, -1), features={})
+    torch.testing.assert_close(loss_fn(two), torch.tensor([0.25, -0.5 + 0.01 * 2.5]))

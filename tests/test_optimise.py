@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from atlas.generate import GenerateConfig, generate
 from atlas.generator import Decoder
 from atlas.methods import settings_for
+from atlas.objectives import ChunkLoss, Objective
 from atlas.optimise import chunk_loss, optimise
-from atlas.parameterise import Pixels, PretrainedG, ScratchG
+from atlas.parameterise import Pixels, PretrainedG, ScratchG, _Draws, roll_rows
 from atlas.targets import Target, parse_specs
 from tests.tiny import tiny_classifier
 
@@ -102,10 +106,11 @@ def test_a_nan_target_fails_alone_and_is_never_saved(tmp_path) -> None:
     assert pd.read_parquet(tmp_path / "rec" / "records.parquet")["failed"].all()
 
 
-class _NaNFromStep:
-    """Wraps an objective: its loss is NaN from call `start` on."""
+class _NaNFromStep(Objective):
+    """Wraps an objective: its loss is NaN from call `start` on. It has no linear form, so the
+    chunk's losses are computed per image (`ChunkLoss`'s fallback)."""
 
-    def __init__(self, inner, start: int) -> None:
+    def __init__(self, inner: Objective, start: int) -> None:
         self.inner, self.start, self.calls = inner, start, 0
         self.layers, self.needs_logits = inner.layers, inner.needs_logits
 
@@ -115,15 +120,102 @@ class _NaNFromStep:
         return value * float("nan") if self.calls >= self.start else value
 
 
-def test_a_nan_in_one_row_leaves_the_others_untouched() -> None:
+class _NaNImageFromStep(Pixels):
+    """Pixels whose image `row` is NaN from call `start` of images(noise=True) on: D's logits of
+    that row are NaN, and the chunk's losses are computed by the linear forms, batched."""
+
+    def __init__(self, *args, row: int, start: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.row, self.start, self.calls = row, start, 0
+
+    def images(self, noise: bool = True):
+        x = super().images(noise)
+        if noise:
+            self.calls += 1
+            if self.calls >= self.start:
+                x = x.clone()
+                x[self.row] = float("nan")
+        return x
+
+
+@pytest.mark.parametrize("where", ["objective", "image"])
+def test_a_nan_in_one_row_leaves_the_others_untouched(where: str) -> None:
     clf = tiny_classifier()
     s = settings_for("pixel", overrides={"steps": "5", "jitter": "0"})
     targets = [Target("class", (1,)), Target("class", (2,))]
-    objs = [targets[0].objective(s.penalty, s.target_relu), _NaNFromStep(targets[1].objective(s.penalty, s.target_relu), 3)]
-    param = Pixels(s, [t.seed(0) for t in targets], clf.input_size, clf.normalise, CPU)
+    objs = [t.objective(s.penalty, s.target_relu) for t in targets]
+    seeds = [t.seed(0) for t in targets]
+    if where == "objective":
+        objs[1] = _NaNFromStep(objs[1], 3)
+        param = Pixels(s, seeds, clf.input_size, clf.normalise, CPU)
+    else:
+        param = _NaNImageFromStep(s, seeds, clf.input_size, clf.normalise, CPU, row=1, start=3)
+    assert (ChunkLoss(objs).forms is None) == (where == "objective")
     result = optimise(clf, objs, param, s)
     assert result.failed[0] is None
     assert result.failed[1] is not None and "step 3" in result.failed[1]
-    clean = Pixels(s, [targets[0].seed(0)], clf.input_size, clf.normalise, CPU)
+    assert torch.isfinite(result.loss[:, 0]).all() and torch.isfinite(result.loss[:2, 1]).all()
+    clean = Pixels(s, seeds[:1], clf.input_size, clf.normalise, CPU)
     alone = optimise(clf, objs[:1], clean, s)
     torch.testing.assert_close(result.images[:1], alone.images, atol=1e-5, rtol=0)
+
+
+def test_roll_rows_is_torch_roll_per_image_forward_and_backward() -> None:
+    x = torch.randn(3, 2, 5, 7, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    shifts = torch.tensor([[1, -3], [0, 0], [-2, 6]])
+    out = roll_rows(x, shifts)
+    ref = torch.stack([torch.roll(x[b], shifts=tuple(shifts[b].tolist()), dims=(1, 2)) for b in range(3)])
+    assert torch.equal(out, ref)
+    weight = torch.randn_like(out)
+    (gx,) = torch.autograd.grad((out * weight).sum(), x)
+    (gref,) = torch.autograd.grad((ref * weight).sum(), x)
+    assert torch.equal(gx, gref)
+
+
+@pytest.mark.parametrize("method", ["scratch", "pretrained", "pixel"])
+def test_drawing_a_block_of_steps_at_once_draws_the_same_numbers(method: str, monkeypatch) -> None:
+    clf = tiny_classifier()
+    seeds = [11, 12]
+
+    def sequence(block: int) -> list[torch.Tensor]:
+        monkeypatch.setattr(_Draws, "BLOCK", block)
+        _, param = _param(method, seeds, clf)
+        draws = param.shifts if method == "pixel" else param.noise.draws
+        return [draws.next() for _ in range(7)]
+
+    one, many = sequence(1), sequence(4)
+    assert all(torch.equal(a, b) for a, b in zip(one, many, strict=True))
+    assert not torch.equal(one[0][0], one[0][1])  # each target draws from its own generator
+
+
+class _CountOps(TorchDispatchMode):
+    """Counts the tensor operations dispatched (on a GPU, each one on the device is a launch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("method", ["scratch", "pretrained", "pixel"])
+def test_a_steps_operations_do_not_grow_with_the_chunk(method: str) -> None:
+    # Ops of a 3-step run minus those of a 1-step run: two steps, without the once-per-run set-up
+    # (the optimiser, the chunk loss's weights, the first block of draws, the final read).
+    clf = tiny_classifier()
+    assert "conv" in clf.layers  # probes D's layers (a forward pass) before counting
+    kinds = [Target("class", (1,)), Target("pair", (2, 3)), Target("filter", layer="conv", channels=(2,))]
+    targets = kinds + [Target("class", (c,)) for c in range(6)] + [Target("filter", layer="conv", channels=(0,))]
+
+    def ops(chunk: list[Target], steps: int) -> int:
+        s, param = _param(method, [t.seed(7) for t in chunk], clf)
+        s = replace(s, steps=steps, snapshots=1)
+        objs = [t.objective(s.penalty, s.target_relu) for t in chunk]
+        with _CountOps() as counter:
+            optimise(clf, objs, param, s)
+        return counter.count
+
+    per_step = {n: ops(targets[:n], 3) - ops(targets[:n], 1) for n in (3, 10)}
+    assert per_step[3] == per_step[10], per_step

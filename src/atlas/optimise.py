@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from atlas.classifier import Activations, Classifier
 from atlas.methods import MethodSettings
-from atlas.objectives import Objective
+from atlas.objectives import ChunkLoss, Objective
 from atlas.parameterise import Parameterisation
 from atlas.runtime import Runtime
 
@@ -51,18 +51,25 @@ def make_optimiser(settings: MethodSettings, params: Sequence[torch.Tensor]) -> 
 
 
 def chunk_loss(
-    classifier: Classifier, objectives: Sequence[Objective], images: torch.Tensor
+    classifier: Classifier, objectives: Sequence[Objective] | ChunkLoss, images: torch.Tensor
 ) -> torch.Tensor:
     """Each target's loss on its own image: (B,)."""
-    layers = tuple(dict.fromkeys(layer for o in objectives for layer in o.layers))
-    need_logits = any(o.needs_logits for o in objectives)
-    acts = classifier.forward(images, layers=layers, need_logits=need_logits)
+    loss_fn = objectives if isinstance(objectives, ChunkLoss) else ChunkLoss(objectives)
+    acts = classifier.forward(images, layers=loss_fn.layers, need_logits=loss_fn.needs_logits)
     # Under bf16 autocast the activations are bf16; the objectives (sums over 1000 classes) run in fp32.
     acts = Activations(
         logits=None if acts.logits is None else acts.logits.float(),
         features={k: v.float() for k, v in acts.features.items()},
     )
-    return torch.cat([obj(acts.row(b)) for b, obj in enumerate(objectives)])
+    return loss_fn(acts)
+
+
+# Steps between two reads of the losses on the host. Reading them waits for the device to finish
+# the step (on a GPU, a synchronisation that leaves the device idle while Python queues the next
+# step), so the loop keeps the losses and the live mask on the device and reads them only every
+# READ_EVERY steps (and at the end) to log failures, update the progress bar and stop early when
+# every target has failed.
+READ_EVERY = 25
 
 
 def optimise(
@@ -77,35 +84,29 @@ def optimise(
         raise ValueError(f"{len(objectives)} objectives for a chunk of {param.batch}")
     opt = make_optimiser(settings, param.parameters())
     runtime = runtime or Runtime()
+    loss_fn = ChunkLoss(objectives)
     device = param.parameters()[0].device
     batch = param.batch
-    alive = torch.ones(batch, dtype=torch.bool)
-    failed: list[str | None] = [None] * batch
-    history = torch.full((settings.steps, batch), float("nan"))
+    alive = torch.ones(batch, dtype=torch.bool, device=device)
+    history = torch.full((settings.steps, batch), float("nan"), device=device)
+    reader = _Reader(batch, progress)
     snap_steps = set(settings.snapshot_steps())
     snapshots: list[torch.Tensor] = []
     for step in range(1, settings.steps + 1):
         with runtime.autocast(device):
             images = param.images(noise=True)
-            loss = chunk_loss(classifier, objectives, images) + param.regulariser().float()
-        values = loss.detach().cpu()
-        history[step - 1] = values
-        bad = ~torch.isfinite(values) & alive
-        for b in torch.nonzero(bad).flatten().tolist():
-            failed[b] = f"loss became {values[b].item()} at step {step}"
-            log.warning("target %d of the chunk failed: %s", b, failed[b])
-        alive &= ~bad
-        if not alive.any():
-            break
+            loss = chunk_loss(classifier, loss_fn, images) + param.regulariser().float()
+        history[step - 1] = loss.detach()
+        # A target whose loss is not finite is frozen out of the sum from this step on.
+        alive &= torch.isfinite(loss.detach())
         opt.zero_grad(set_to_none=True)
-        loss[alive.to(loss.device)].sum().backward()
+        torch.where(alive, loss, 0.0).sum().backward()
         opt.step()
         param.after_step()
         if step in snap_steps:
             snapshots.append(param.render().detach())
-        if progress is not None:
-            progress.update(int(alive.sum()))
-            progress.set_postfix(loss=f"{values[alive].mean().item():.3g}")
+        if (step % READ_EVERY == 0 or step == settings.steps) and not reader.read(history, step):
+            break
     if len(snapshots) > 1:
         # Per-pixel median of the snapshots (the authors' pretrained method).
         final = torch.stack(snapshots).median(dim=0).values
@@ -113,7 +114,37 @@ def optimise(
         final = snapshots[0]
     else:
         final = param.render().detach()
+    failed = reader.failed
     bad_final = ~torch.isfinite(final.flatten(1)).all(dim=1).cpu()
-    for b in torch.nonzero(bad_final & alive).flatten().tolist():
-        failed[b] = "the final image holds NaN or inf values"
-    return Result(images=final, loss=history, failed=failed)
+    for b in torch.nonzero(bad_final).flatten().tolist():
+        if failed[b] is None:
+            failed[b] = "the final image holds NaN or inf values"
+    return Result(images=final, loss=history.cpu(), failed=failed)
+
+
+class _Reader:
+    """Reads the loss history on the host every so often: records each target's first non-finite
+    loss as its failure, advances the progress bar by the live targets' steps since the last read,
+    and says whether any target is still live."""
+
+    def __init__(self, batch: int, progress: tqdm | None) -> None:
+        self.failed: list[str | None] = [None] * batch
+        self.progress = progress
+        self.done = 0  # steps read so far
+
+    def read(self, history: torch.Tensor, step: int) -> bool:
+        block = history[self.done : step].cpu()
+        finite = torch.isfinite(block)
+        was_live = torch.tensor([f is None for f in self.failed])
+        for b in torch.nonzero(was_live & ~finite.all(dim=0)).flatten().tolist():
+            first = int(torch.nonzero(~finite[:, b])[0])
+            self.failed[b] = f"loss became {block[first, b].item()} at step {self.done + first + 1}"
+            log.warning("target %d of the chunk failed: %s", b, self.failed[b])
+        live = torch.tensor([f is None for f in self.failed])
+        if self.progress is not None:
+            # The target-steps of the targets live at the last read, up to each one's failure.
+            self.progress.update(int(torch.cummin(finite.int(), dim=0).values[:, was_live].sum()))
+            if live.any():
+                self.progress.set_postfix(loss=f"{block[-1][live].mean().item():.3g}")
+        self.done = step
+        return bool(live.any())

@@ -22,17 +22,47 @@ from atlas.methods import MethodSettings
 from atlas.runtime import Runtime
 
 
-def _generators(seeds: Sequence[int], device: torch.device) -> list[torch.Generator]:
+def _cpu_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per target, seeded by the target alone (the draws are then the same
+    whichever device the target runs on)."""
     gens = []
     for s in seeds:
-        g = torch.Generator(device=device)
+        g = torch.Generator()
         g.manual_seed(int(s))
         gens.append(g)
     return gens
 
 
-def _cpu_generators(seeds: Sequence[int]) -> list[torch.Generator]:
-    return _generators(seeds, torch.device("cpu"))
+class _RollRows(torch.autograd.Function):
+    """out[b] = x[b] rolled by shifts[b] over (H, W), as one gather whose backward is the gather
+    of the inverse roll (a permutation: no scatter-add, exact and deterministic on every device)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        ctx.save_for_backward(inverse)
+        return x.flatten(2).gather(2, index).view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: ANN001
+        (inverse,) = ctx.saved_tensors
+        return grad.flatten(2).gather(2, inverse).view_as(grad), None, None
+
+
+def _roll_index(shifts: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
+    """(B, C, H*W) flat source index of torch.roll(x[b], shifts=(dy, dx), dims=(1, 2))."""
+    rows = (torch.arange(h)[None, :] - shifts[:, :1]) % h
+    cols = (torch.arange(w)[None, :] - shifts[:, 1:]) % w
+    flat = rows[:, :, None] * w + cols[:, None, :]
+    return flat.view(len(shifts), 1, h * w).expand(len(shifts), c, h * w)
+
+
+def roll_rows(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Image b of `x` (B, C, H, W) rolled by `shifts[b]` = (dy, dx) pixels, as torch.roll does, in
+    one operation whatever B (the per-image rolls were B kernel launches a step on a GPU)."""
+    b, c, h, w = x.shape
+    index = _roll_index(shifts, c, h, w).to(x.device, non_blocking=True)
+    inverse = _roll_index(-shifts, c, h, w).to(x.device, non_blocking=True)
+    return _RollRows.apply(x.contiguous(), index, inverse)
 
 
 class Parameterisation:
@@ -82,19 +112,45 @@ class _WithDecoder(Parameterisation):
             return self._decode(f.float())
 
 
+class _Draws:
+    """Each step's random draws of a chunk, row b from target b's own CPU generator.
+
+    They are drawn BLOCK steps at a time and go to the device as one (B, BLOCK, ...) tensor: a
+    step then costs one indexing instead of B draws (B kernel launches a step on a GPU), and the
+    draws are the same on every device. BLOCK draws at once give the same numbers as BLOCK single
+    draws (tested), so the images do not depend on BLOCK.
+    """
+
+    BLOCK = 16
+
+    def __init__(
+        self, seeds: Sequence[int], draw: Callable[[int, torch.Generator], torch.Tensor], device: torch.device
+    ) -> None:
+        self.gens = _cpu_generators(seeds)
+        self._draw = draw  # (n, generator) -> n steps' draws of one target
+        self.device = device
+        self._block: torch.Tensor | None = None
+        self._next = 0
+
+    def next(self) -> torch.Tensor:
+        if self._block is None or self._next == self._block.shape[1]:
+            block = torch.stack([self._draw(self.BLOCK, g) for g in self.gens])
+            self._block = block.to(self.device, non_blocking=True)
+            self._next = 0
+        self._next += 1
+        return self._block[:, self._next - 1]
+
+
 class _FeatureNoise:
     """Per-target noise on the constant input f0 = 1, drawn afresh at every step."""
 
     def __init__(self, seeds: Sequence[int], std: float, device: torch.device) -> None:
         self.std = std
-        self.gens = _generators(seeds, device)
-        self.device = device
+        self.draws = _Draws(seeds, lambda n, g: torch.randn(n, FEATURES, generator=g), device)
 
     def draw(self) -> torch.Tensor:
         """(B, 3200) standard normal draws, row b from target b's generator."""
-        return torch.stack(
-            [torch.randn(FEATURES, generator=g, device=self.device) for g in self.gens]
-        )
+        return self.draws.next()
 
 
 class ScratchG(_WithDecoder):
@@ -201,7 +257,11 @@ class Pixels(Parameterisation):
         for b, gen in enumerate(_cpu_generators(seeds)):
             init[b] = 0.5 + 0.05 * torch.randn(3, size, size, generator=gen)
         self.rgb = nn.Parameter(init.clamp(0, 1).to(device))
-        self.shift_gen = _cpu_generators([s + 1 for s in seeds])
+        # (dy, dx) of each step's jitter; kept on the CPU, where roll_rows builds its index
+        j = settings.jitter
+        self.shifts = _Draws(
+            [s + 1 for s in seeds], lambda n, g: torch.randint(-j, j + 1, (n, 2), generator=g), torch.device("cpu")
+        )
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.rgb]
@@ -210,11 +270,7 @@ class Pixels(Parameterisation):
         x = self.rgb
         j = self.settings.jitter
         if noise and j > 0:
-            rows = []
-            for b, gen in enumerate(self.shift_gen):
-                dy, dx = (int(v) for v in torch.randint(-j, j + 1, (2,), generator=gen))
-                rows.append(torch.roll(x[b], shifts=(dy, dx), dims=(1, 2)))
-            x = torch.stack(rows)
+            x = roll_rows(x, self.shifts.next())
         return self.to_input(x)
 
     def regulariser(self) -> torch.Tensor:
