@@ -138,8 +138,22 @@ class _NaNImageFromStep(Pixels):
         return x
 
 
+class _Progress:
+    """Records what the loop tells a tqdm bar."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def update(self, n: int) -> None:
+        self.n += n
+
+    def set_postfix(self, **_: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("read_every", [1, 4])  # 4: the failure is found at a later read, as on a GPU
 @pytest.mark.parametrize("where", ["objective", "image"])
-def test_a_nan_in_one_row_leaves_the_others_untouched(where: str) -> None:
+def test_a_nan_in_one_row_leaves_the_others_untouched(where: str, read_every: int) -> None:
     clf = tiny_classifier()
     s = settings_for("pixel", overrides={"steps": "5", "jitter": "0"})
     targets = [Target("class", (1,)), Target("class", (2,))]
@@ -151,9 +165,11 @@ def test_a_nan_in_one_row_leaves_the_others_untouched(where: str) -> None:
     else:
         param = _NaNImageFromStep(s, seeds, clf.input_size, clf.normalise, CPU, row=1, start=3)
     assert (ChunkLoss(objs).forms is None) == (where == "objective")
-    result = optimise(clf, objs, param, s)
+    progress = _Progress()
+    result = optimise(clf, objs, param, s, progress=progress, read_every=read_every)
     assert result.failed[0] is None
-    assert result.failed[1] is not None and "step 3" in result.failed[1]
+    assert result.failed[1] is not None and "at step 3" in result.failed[1]
+    assert progress.n == 5 + 2  # target-steps before each target's failure
     assert torch.isfinite(result.loss[:, 0]).all() and torch.isfinite(result.loss[:2, 1]).all()
     clean = Pixels(s, seeds[:1], clf.input_size, clf.normalise, CPU)
     alone = optimise(clf, objs[:1], clean, s)

@@ -64,11 +64,11 @@ def chunk_loss(
     return loss_fn(acts)
 
 
-# Steps between two reads of the losses on the host. Reading them waits for the device to finish
-# the step (on a GPU, a synchronisation that leaves the device idle while Python queues the next
+# Steps between two reads of the losses on the host, on a GPU. Reading them waits for the device
+# to finish the step (a synchronisation that leaves the GPU idle while Python queues the next
 # step), so the loop keeps the losses and the live mask on the device and reads them only every
 # READ_EVERY steps (and at the end) to log failures, update the progress bar and stop early when
-# every target has failed.
+# every target has failed. On a CPU a read costs nothing and happens every step.
 READ_EVERY = 25
 
 
@@ -79,6 +79,7 @@ def optimise(
     settings: MethodSettings,
     progress: tqdm | None = None,
     runtime: Runtime | None = None,
+    read_every: int | None = None,
 ) -> Result:
     if len(objectives) != param.batch:
         raise ValueError(f"{len(objectives)} objectives for a chunk of {param.batch}")
@@ -90,6 +91,8 @@ def optimise(
     alive = torch.ones(batch, dtype=torch.bool, device=device)
     history = torch.full((settings.steps, batch), float("nan"), device=device)
     reader = _Reader(batch, progress)
+    if read_every is None:
+        read_every = 1 if device.type == "cpu" else READ_EVERY
     snap_steps = set(settings.snapshot_steps())
     snapshots: list[torch.Tensor] = []
     for step in range(1, settings.steps + 1):
@@ -105,7 +108,7 @@ def optimise(
         param.after_step()
         if step in snap_steps:
             snapshots.append(param.render().detach())
-        if (step % READ_EVERY == 0 or step == settings.steps) and not reader.read(history, step):
+        if (step % read_every == 0 or step == settings.steps) and not reader.read(history, step):
             break
     if len(snapshots) > 1:
         # Per-pixel median of the snapshots (the authors' pretrained method).
