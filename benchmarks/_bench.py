@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # TFLOP/s, dense (NVIDIA datasheets). fp32 is the plain (non-tensor-core) rate; "tf32" the
 # tensor-core rate that cuDNN uses for fp32 convolutions by default.
@@ -106,3 +107,17 @@ class Clock:
         sync(self.device)
         self.wall = time.perf_counter() - self.wall0
         self.cpu = time.process_time() - self.cpu0
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the tensor operations dispatched while active. On a GPU each one that computes is
+    a kernel launch (a view launches none), each costing the host a few microseconds, so a step
+    whose count grows with the chunk can leave a large chunk waiting on Python."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        self.count += 1
+        return func(*args, **(kwargs or {}))

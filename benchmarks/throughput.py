@@ -21,7 +21,14 @@ steps after two warm-up steps, on a chunk of `class` targets, and prints:
   the wall clock also counts other processes' turns);
 - peak memory: GPU memory allocated by tensors, or on a CPU the process's peak RSS (which
   includes the Python process and D, about 0.5-1 GiB before any chunk);
+- ops/step: the tensor operations one step dispatches (counted on a 3-step run minus a 1-step
+  run, so without the once-per-run set-up); on a GPU about one kernel launch each, so it should
+  not grow with the chunk;
 - each chunk's throughput relative to the first chunk size's;
+- "D alone": D's forward and backward to its input on a chunk of random images, the work every
+  method shares per target-step, timed the same way. Its chunk ratio bounds what batching can
+  gain on the device whatever Atlas does around D: on a CPU a single 224 px image already keeps
+  the cores busy;
 - the projected wall time of the full 1000-class atlas with the scratch method at 500 steps and
   the pretrained method at 1200 steps (the paper's budgets, `atlas.methods` preset `paper`) on
   this one device, from the best throughput measured per method (per-job start-up excluded; see
@@ -39,7 +46,16 @@ from dataclasses import replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _bench import GPU_PEAKS, Clock, cpu_peak_tflops, describe_device, gpu_peak_tflops, peak_memory_gib, reset_peak_memory
+from _bench import (
+    GPU_PEAKS,
+    Clock,
+    OpCounter,
+    cpu_peak_tflops,
+    describe_device,
+    gpu_peak_tflops,
+    peak_memory_gib,
+    reset_peak_memory,
+)
 from atlas.classifier import Classifier, load_classifier
 from atlas.generate import GenerateConfig, _parameterisation, pick_device, resolve_decoder
 from atlas.methods import MethodSettings, settings_for
@@ -75,6 +91,46 @@ def flop_per_target_step(clf: Classifier, method: str, width: float, device: tor
         loss.sum().backward()
         opt.step()
     return counter.get_total_flops()
+
+
+def ops_per_step(
+    clf: Classifier, method: str, chunk: int, width: float, device: torch.device, runtime: Runtime
+) -> int:
+    """Tensor operations one step dispatches: a 3-step run's minus a 1-step run's, halved."""
+    counts = []
+    for steps in (1, 3):
+        s, objs, param = _setup(clf, method, chunk, width, device, runtime)
+        with OpCounter() as counter:
+            optimise(clf, objs, param, replace(s, steps=steps, snapshots=1), runtime=runtime)
+        counts.append(counter.count)
+    return (counts[1] - counts[0]) // 2
+
+
+def measure_d_alone(clf: Classifier, chunk: int, steps: int, device: torch.device, runtime: Runtime) -> dict[str, float]:
+    """D's forward and backward to its input on `chunk` random images, per step (no G, no loss
+    beyond a sum of the logits, no optimiser)."""
+    x = torch.randn(chunk, 3, clf.input_size, clf.input_size, device=device, requires_grad=True)
+    x = x.detach().to(memory_format=runtime.memory_format()).requires_grad_(True)
+
+    def step() -> None:
+        with runtime.autocast(device):
+            logits = clf.forward(x).logits
+        assert logits is not None
+        x.grad = None
+        logits.float().sum().backward()
+
+    for _ in range(2):
+        step()
+    reset_peak_memory(device)
+    with Clock(device) as clock:
+        for _ in range(steps):
+            step()
+    return {
+        "sec_per_step": clock.wall / steps,
+        "cpu_per_step": clock.cpu / steps,
+        "target_steps_per_s": chunk * steps / clock.wall,
+        "peak_gib": peak_memory_gib(device),
+    }
 
 
 def measure(
@@ -113,6 +169,7 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", choices=PRECISIONS)
     ap.add_argument("--channels-last", default="auto", choices=SWITCHES)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--no-d-alone", action="store_true", help="skip the D-alone rows")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak (default: table or measured)")
     args = ap.parse_args()
     device = pick_device(args.device)
@@ -131,7 +188,18 @@ def main() -> None:
     print(f"classifier {args.classifier} ({args.weights}) at {size}, G width {args.width}, "
           f"peak {peak if peak is None else f'{peak:.3f}'} TFLOP/s ({peak_src})")
     print(f"{'method':<11}{'chunk':>6}{'s/step':>9}{'cpu s/step':>11}{'tgt-steps/s':>12}{'GFLOP/step':>11}"
-          f"{'TFLOP/s':>9}{'of peak':>9}{'peak GiB':>9}")
+          f"{'TFLOP/s':>9}{'of peak':>9}{'peak GiB':>9}{'ops/step':>9}")
+
+    def show(name: str, chunk: int, r: dict[str, float], flop: int, ops: int | None, base: float) -> None:
+        tflops = flop / r["sec_per_step"] / 1e12
+        # On a CPU the fraction is per CPU-second, as its measured peak (see _bench).
+        per_s = r["cpu_per_step"] if device.type == "cpu" else r["sec_per_step"]
+        frac = f"{flop / per_s / 1e12 / peak:.1%}" if peak else "-"
+        ratio = f"   x{r['target_steps_per_s'] / base:.2f} vs chunk {chunks[0]}" if chunk != chunks[0] else ""
+        print(f"{name:<11}{chunk:>6}{r['sec_per_step']:>9.3f}{r['cpu_per_step']:>11.3f}"
+              f"{r['target_steps_per_s']:>12.2f}{flop / 1e9:>11.1f}{tflops:>9.3f}{frac:>9}{r['peak_gib']:>9.2f}"
+              f"{'-' if ops is None else ops:>9}{ratio}", flush=True)
+
     best: dict[str, tuple[float, int]] = {}
     flop_per_target: dict[str, int] = {}
     for method in args.methods.split(","):
@@ -139,18 +207,20 @@ def main() -> None:
         per_target = flop_per_target[method] = flop_per_target_step(clf, method, args.width, device)
         for chunk in chunks:
             r = measure(clf, method, chunk, args.steps, args.width, device, runtime)
-            flop = per_target * chunk
-            tflops = flop / r["sec_per_step"] / 1e12
-            # On a CPU the fraction is per CPU-second, as its measured peak (see _bench).
-            per_s = r["cpu_per_step"] if device.type == "cpu" else r["sec_per_step"]
-            frac = f"{flop / per_s / 1e12 / peak:.1%}" if peak else "-"
             base = base or r["target_steps_per_s"]
-            ratio = f"   x{r['target_steps_per_s'] / base:.2f} vs chunk {chunks[0]}" if chunk != chunks[0] else ""
-            print(f"{method:<11}{chunk:>6}{r['sec_per_step']:>9.3f}{r['cpu_per_step']:>11.3f}"
-                  f"{r['target_steps_per_s']:>12.2f}{flop / 1e9:>11.1f}{tflops:>9.3f}{frac:>9}{r['peak_gib']:>9.2f}{ratio}",
-                  flush=True)
+            ops = ops_per_step(clf, method, chunk, args.width, device, runtime)
+            show(method, chunk, r, per_target * chunk, ops, base)
             if r["target_steps_per_s"] > best.get(method, (0.0, 0))[0]:
                 best[method] = (r["target_steps_per_s"], chunk)
+    if not args.no_d_alone:
+        with FlopCounterMode(display=False) as counter:
+            x = torch.zeros(1, 3, clf.input_size, clf.input_size, device=device, requires_grad=True)
+            clf.forward(x).logits.sum().backward()  # type: ignore[union-attr]
+        base = None
+        for chunk in chunks:
+            r = measure_d_alone(clf, chunk, args.steps, device, runtime)
+            base = base or r["target_steps_per_s"]
+            show("D alone", chunk, r, counter.get_total_flops() * chunk, None, base)
     if all(m in best for m in PAPER_STEPS):
         total = 0.0
         parts = []
