@@ -126,3 +126,49 @@ def test_sigterm_removes_the_partial_output(tmp_path) -> None:
     assert proc.returncode == 143, err
     assert "terminated (SIGTERM)" in err.strip().splitlines()[-1]
     assert list(tmp_path.iterdir()) == []
+
+
+def _out_of_memory_above(monkeypatch, limit: int) -> list[int]:
+    """Make every optimisation of more than `limit` targets run out of memory, as a GPU does."""
+    import torch
+
+    import atlas.generate
+
+    real = atlas.generate.optimise
+    tried: list[int] = []
+
+    def optimise(classifier, objectives, *args, **kwargs):
+        tried.append(len(objectives))
+        if len(objectives) > limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(classifier, objectives, *args, **kwargs)
+
+    monkeypatch.setattr(atlas.generate, "optimise", optimise)
+    return tried
+
+
+def test_a_chunk_that_runs_out_of_memory_runs_again_as_halves(tmp_path, capsys, monkeypatch) -> None:
+    args = ["--classifier", "torchvision:resnet18", "--weights", "random", "--method", "pixel",
+            "--targets", "class:0-4", "--steps", "3", "--image-size", "32"]
+    assert run(capsys, *args, "--chunk-size", "2", "--out", str(tmp_path / "twos"))[0] == 0
+    tried = _out_of_memory_above(monkeypatch, 2)
+    code, err = run(capsys, *args, "--chunk-size", "5", "--out", str(tmp_path / "halved"))
+    assert code == 0, err
+    assert tried == [5, 3, 2, 1, 2]  # 5 -> 3 + 2, 3 -> 2 + 1
+    assert err.count("ran out of cpu memory") == 2
+    records = pd.read_parquet(tmp_path / "halved" / "records.parquet")
+    assert list(records["target_id"]) == [f"class-000{c}" for c in range(5)]
+    assert list(records["chunk_size"]) == [2, 2, 1, 2, 2]
+    # chunks [0, 1] and [3, 4] ran as a chunk size of 2 runs them: the same bytes
+    for c in (0, 1, 3, 4):
+        name = f"class-000{c}.png"
+        assert (tmp_path / "halved" / name).read_bytes() == (tmp_path / "twos" / name).read_bytes()
+
+
+def test_one_target_that_does_not_fit_is_a_one_line_error(tmp_path, capsys, monkeypatch) -> None:
+    _out_of_memory_above(monkeypatch, 0)
+    code, err = run(capsys, "--classifier", "torchvision:resnet18", "--weights", "random", "--method", "pixel",
+                    "--targets", "class:0-1", "--steps", "2", "--image-size", "32", "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "does not fit in cpu's memory; lower --width or --image-size" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "o").exists() and not list(tmp_path.iterdir())

@@ -1,6 +1,8 @@
 """`atlas generate`: preferred inputs for a list of targets, one PNG each, plus records.parquet.
 
-Targets run in chunks of `chunk_size`, each chunk one batched optimisation. The output folder is
+Targets run in chunks of `chunk_size`, each chunk one batched optimisation. A chunk that runs out
+of the device's memory is run again as two halves (each target's `chunk_size` record says what it
+ran in), so a chunk size too large for a GPU costs time, not the job. The output folder is
 built under a temporary name and renamed into place when every chunk is done, so an interrupted
 run leaves nothing behind.
 
@@ -129,28 +131,28 @@ def generate(
         total=len(targets) * s.steps, unit="step", desc=f"{s.method} {len(targets)} targets",
         mininterval=0.5 if sys.stderr.isatty() else 10.0, disable=None,
     ) as bar:
-        for start in range(0, len(targets), cfg.chunk_size):
-            chunk = list(targets[start : start + cfg.chunk_size])
-            seeds = [t.seed(cfg.seed) for t in chunk]
-            t0 = time.perf_counter()
-            param = _parameterisation(cfg, classifier, seeds, decoder, device)
-            param.prepare(runtime)
-            objectives = [t.objective(s.penalty, s.target_relu, s.filter_penalty) for t in chunk]
-            result = optimise(classifier, objectives, param, s, progress=bar, runtime=runtime)
-            pixels = quantise(classifier, result.images)
-            scores = score(classifier, chunk, dequantise(classifier, pixels).to(device))
-            seconds = (time.perf_counter() - t0) / len(chunk)
-            for b, t in enumerate(chunk):
-                reason = result.failed[b]
-                image = None
-                if reason is None:
-                    image = f"{t.id}.png"
-                    Image.fromarray(pixels[b].numpy()).save(tmp / image, format="PNG")
-                rows.append(_record(
-                    t, b, cfg, classifier, scores, result.loss[:, b], seeds[b], seconds, image, reason, len(chunk), runtime
-                ))
+        pending = [list(targets[i : i + cfg.chunk_size]) for i in range(0, len(targets), cfg.chunk_size)]
+        while pending:
+            chunk = pending.pop(0)
+            counted = bar.n
+            try:
+                rows.extend(_run_chunk(chunk, cfg, classifier, decoder, runtime, device, bar, tmp))
+            except torch.OutOfMemoryError:
+                if len(chunk) == 1:
+                    raise AtlasError(
+                        f"one target ({chunk[0].id}) does not fit in {device}'s memory; lower --width or "
+                        "--image-size, or use a device with more memory"
+                    ) from None
+                half = (len(chunk) + 1) // 2
+                pending[:0] = [chunk[:half], chunk[half:]]
+                log.warning("a chunk of %d targets ran out of %s memory: running it as %d + %d",
+                            len(chunk), device, half, len(chunk) - half)
+                bar.n = counted
+                bar.refresh()
+            if pending and device.type == "cuda":
+                torch.cuda.empty_cache()  # what the failed chunk held (its traceback is gone now)
             done = sum(r["failed"] is False for r in rows)
-            log.info("chunk %d-%d done (%d/%d targets ok)", start, start + len(chunk) - 1, done, len(targets))
+            log.info("%d/%d targets done (%d ok)", len(rows), len(targets), done)
         records = pd.DataFrame(rows)
         failed = records[records["failed"]]
         if len(failed) and cfg.on_nan == "fail":
@@ -164,6 +166,34 @@ def generate(
         write_text(tmp / "run.json", json.dumps(provenance, indent=2))
     log.info("wrote %d images and %s to %s", int((~records["failed"]).sum()), RECORDS, out)
     return records
+
+
+def _run_chunk(
+    chunk: list[Target], cfg: GenerateConfig, classifier: Classifier, decoder: Decoder | None, runtime: Runtime,
+    device: torch.device, bar: tqdm, tmp: Path,
+) -> list[dict[str, object]]:
+    """One batched optimisation of `chunk`: its PNGs into `tmp`, its records returned."""
+    s = cfg.settings
+    seeds = [t.seed(cfg.seed) for t in chunk]
+    t0 = time.perf_counter()
+    param = _parameterisation(cfg, classifier, seeds, decoder, device)
+    param.prepare(runtime)
+    objectives = [t.objective(s.penalty, s.target_relu, s.filter_penalty) for t in chunk]
+    result = optimise(classifier, objectives, param, s, progress=bar, runtime=runtime)
+    pixels = quantise(classifier, result.images)
+    scores = score(classifier, chunk, dequantise(classifier, pixels).to(device))
+    seconds = (time.perf_counter() - t0) / len(chunk)
+    rows = []
+    for b, t in enumerate(chunk):
+        reason = result.failed[b]
+        image = None
+        if reason is None:
+            image = f"{t.id}.png"
+            Image.fromarray(pixels[b].numpy()).save(tmp / image, format="PNG")
+        rows.append(_record(
+            t, b, cfg, classifier, scores, result.loss[:, b], seeds[b], seconds, image, reason, len(chunk), runtime
+        ))
+    return rows
 
 
 def _record(
