@@ -57,6 +57,20 @@ def test_the_top_k_are_the_dataset_images_d_scores_highest(dataset: Path, tmp_pa
     assert pq.read_table(out / EXEMPLARS).num_rows == 3
 
 
+def test_a_filters_exemplars_are_the_images_that_drive_its_channels_hardest(dataset: Path, tmp_path: Path) -> None:
+    # The linear D's layer "pool" holds each channel's mean (no ReLU): green for channel 1; a
+    # compound of channels 0 and 2 sums red and blue. Classes in the same run share D's pass.
+    specs = ["filter:pool:1", "filter:pool:0+2", "class:0"]
+    table = exemplars(identity_d(), dataset, parse_specs(specs), 3, tmp_path / "ex", batch_size=4).to_pylist()
+    by_id = {row["target_id"]: row for row in table}
+    assert by_id["filter-pool-0001"]["exemplar_rows"] == [1, 3, 0]
+    assert by_id["filter-pool-0001"]["exemplar_scores"] == pytest.approx([250 / 255, 150 / 255, 10 / 255], abs=1e-6)
+    assert by_id["filter-pool-0000+0002"]["exemplar_rows"] == [4, 3, 0]
+    assert by_id["filter-pool-0000+0002"]["exemplar_scores"] == pytest.approx([390 / 255, 300 / 255, 210 / 255], abs=1e-6)
+    assert by_id["filter-pool-0001"]["kind"] == "filter" and by_id["filter-pool-0001"]["classes"] == []
+    assert by_id["class-0000"]["exemplar_rows"] == [0, 3, 4]
+
+
 def test_an_exact_dataset_image_is_its_own_first_exemplar(dataset: Path, tmp_path: Path) -> None:
     # A larger k than there are candidates: every original image, best first, the crop left out.
     table = exemplars(identity_d(), dataset, parse_specs(["class:1"]), 10, tmp_path / "ex").to_pylist()
@@ -66,7 +80,8 @@ def test_an_exact_dataset_image_is_its_own_first_exemplar(dataset: Path, tmp_pat
 @pytest.mark.parametrize(
     ("specs", "top_k", "message"),
     [
-        (["filter:fc:0"], 2, "exemplars are for class and pair targets, not filters"),
+        (["filter:fc:0"], 2, "unknown layer 'fc'"),
+        (["filter:pool:3"], 2, "out of range"),
         (["class:0"], 0, "--top-k must be at least 1"),
         (["class:7"], 2, "out of range"),
     ],

@@ -52,7 +52,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         score_into(run / folder, out)
     rng = np.random.default_rng(0)
     data = write_dataset(run / "dataset", rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
-    exemplars(tiny_classifier(), data, parse_specs(["class:1,2", "pair:1+3"]), 2, run / "exemplars")
+    exemplars(tiny_classifier(), data, parse_specs(["class:1,2", "pair:1+3", "filter:act:0"]), 2, run / "exemplars")
     return run
 
 
@@ -89,10 +89,11 @@ def test_the_index_joins_records_scores_and_exemplars(run_copy: Path) -> None:
     assert cls["d_prob"] == records["class-0001"]["prob"] and cls["d_rank"] == records["class-0001"]["rank"]
     assert len(cls["exemplars"]) == 2 and all(p.startswith("exemplars/dataset-") and (run_copy / p).is_file() for p in cls["exemplars"])
     assert len(rows["pair-0001+0003"]["exemplars"]) == 2
-    # A filter: no probability, rank or exemplars, but a robustness of its activation.
+    # A filter: no probability or rank, but a robustness of its activation, and exemplars.
     filt = rows["filter-act-0000"]
     assert filt["d_prob"] is None and filt["d_rank"] is None and filt["judge_prob"] is None
-    assert filt["exemplars"] == [] and filt["exemplar_scores"] == [] and filt["judge_top5"] is not None
+    assert len(filt["exemplars"]) == 2 and filt["judge_top5"] is not None
+    assert filt["exemplar_scores"] == sorted(filt["exemplar_scores"], reverse=True)
     # The provenance, complete, in the schema metadata.
     prov = read_provenance(run_copy / "index.parquet")
     assert prov["format"] == INDEX_FORMAT and prov["config"] == CONFIG and prov["config_sha256"] == config_sha256(CONFIG)
@@ -145,7 +146,7 @@ def _damage(run: Path, damage: str) -> dict[str, Any]:
         ("twice", "target class-0001 of method pixel is scored twice"),
         ("stale", "no scores for target class-0004 of method pixel"),
         ("judge", "was scored under another judge or robustness set"),
-        ("exemplars", "target pair-0001+0003 has no exemplars"),
+        ("exemplars", "target filter-act-0000 has no exemplars"),
         ("records", "records"),
         ("run_json", "run.json"),
     ],

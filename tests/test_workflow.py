@@ -129,8 +129,9 @@ def test_end_to_end_writes_every_stage(tiny_run: Path) -> None:
     assert index["judge"].eq("efficientnet-lite2").all() and index["judge_top5"].map(len).eq(5).all()
     classes = index[index["kind"] != "filter"]
     assert classes["judge_prob"].between(0, 1).all() and classes["robust_prob"].between(0, 1).all()
-    assert (classes["exemplars"].map(len) == 4).all()
-    for paths in classes["exemplars"]:
+    # Every target has its exemplars, the filter too (the photos that drive its channel hardest).
+    assert (index["exemplars"].map(len) == 4).all()
+    for paths in index["exemplars"]:
         assert all((run / p).is_file() for p in paths)
     assert index["config_sha256"].nunique() == 1 and index["classifier_sha256"].notna().all()
     # The site: its grid, a page per target, and every image of the run in it.
@@ -248,9 +249,11 @@ def test_a_failed_chunk_lets_the_others_finish_and_reruns_alone(tmp_path: Path) 
     def fixed(cfg: dict[str, Any]) -> None:
         only_pixel(cfg)
 
+    # The exemplars job draws the filter's exemplars too, so it failed on the same layer and reruns.
+    assert "unknown layer '_blocks.99'" in (run / "logs/exemplars.log").read_text()
     write_config(workdir, fixed)
     assert planned_jobs(ok(snakemake(workdir, "-n"))) == {
-        "generate_pixel_filter_0000": 1, "score": 1, "collect": 1, "index": 1, "site": 1, "all": 1,
+        "generate_pixel_filter_0000": 1, "exemplars": 1, "score": 1, "collect": 1, "index": 1, "site": 1, "all": 1,
     }  # fmt: skip
 
 

@@ -1,10 +1,12 @@
 """`atlas exemplars`: the real images of the extracted dataset that D scores highest per target.
 
 The paper puts a training image beside each generated one (its Figures 6 and 7): that is how a
-bias such as "harmonica includes the player's hands" is seen. For every class and pair target, the
-top-k images of the dataset (`atlas extract`) by the target's activation, the same quantity as the
-generated image's `d_activation`: relu(logit) of the class, and for a pair the sum over its two
-classes (so a pair's exemplars are the photos that show both, or one strongly). Filters get none.
+bias such as "harmonica includes the player's hands" is seen. For every target, the top-k images
+of the dataset (`atlas extract`) by the target's activation, the same quantity as the generated
+image's `d_activation`: relu(logit) of the class, for a pair (or group) the sum over its classes
+(so a pair's exemplars are the photos that show both, or one strongly), and for a filter the
+spatial mean of its channel (summed over a compound's channels): the photos that drive the filter
+hardest, the usual companion of a filter's preferred input.
 
 One batched pass of D over the dataset serves every target. Only the dataset's own images are
 candidates, not the augmented crops `atlas extract` adds (a crop would repeat its photo). Each
@@ -48,18 +50,29 @@ EXEMPLARS_KEY = b"atlas.exemplars"
 
 @torch.no_grad()
 def dataset_activations(
-    classifier: Classifier, images: np.ndarray, rows: np.ndarray, classes: Sequence[int], batch_size: int
-) -> torch.Tensor:
-    """relu(logit) of `classes` (K) for the dataset images `rows` (N): a (N, K) float tensor."""
+    classifier: Classifier,
+    images: np.ndarray,
+    rows: np.ndarray,
+    classes: Sequence[int],
+    batch_size: int,
+    layers: Sequence[str] = (),
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """For the dataset images `rows` (N): relu(logit) of `classes` (K), a (N, K) float tensor, and
+    the spatial mean of every channel of each of `layers`, a (N, C) tensor per layer. One pass of D,
+    which stops after the last layer when no class is asked for."""
     cls = torch.tensor(list(classes), dtype=torch.long)
     out = torch.empty(len(rows), len(cls))
+    means = {layer: torch.empty(len(rows), classifier.layers[layer]) for layer in layers}
     for start in tqdm(range(0, len(rows), batch_size), desc="dataset under D", unit="batch", disable=None):
         part = rows[start : start + batch_size]
         rgb = to_rgb(torch.from_numpy(np.ascontiguousarray(images[part])))
-        logits = classifier.forward(to_input(classifier, rgb).to(classifier.device), need_logits=True).logits
-        assert logits is not None
-        out[start : start + len(part)] = torch.relu(logits.float().cpu()[:, cls])
-    return out
+        acts = classifier.forward(to_input(classifier, rgb).to(classifier.device), layers=layers, need_logits=len(cls) > 0)
+        if len(cls):
+            assert acts.logits is not None
+            out[start : start + len(part)] = torch.relu(acts.logits.float().cpu()[:, cls])
+        for layer in layers:
+            means[layer][start : start + len(part)] = acts.features[layer].float().mean(dim=(2, 3)).cpu()
+    return out, means
 
 
 def exemplars(
@@ -68,11 +81,8 @@ def exemplars(
     """Find the top-k exemplars of every target and write them into `out` (replaced as a whole)."""
     if top_k < 1:
         raise AtlasError(f"--top-k must be at least 1, got {top_k}")
-    bad = [t.id for t in targets if t.kind == "filter"]
-    if bad:
-        raise AtlasError(f"exemplars are for class and pair targets, not filters ({bad[0]}); drop the filter specs")
     if not targets:
-        raise AtlasError("no targets given; pass --targets class:... or pair:...")
+        raise AtlasError("no targets given; pass --targets class:..., pair:... or filter:...")
     check_targets(targets, classifier)
     images, manifest = load_dataset(data)
     rows = manifest.loc[manifest["parent"].isna(), "index"].to_numpy(dtype=np.int64)
@@ -80,12 +90,17 @@ def exemplars(
         raise AtlasError(f"the dataset {data} has no images; extract one with `atlas extract`")
     classes = sorted({c for t in targets for c in t.classes})
     column = {c: k for k, c in enumerate(classes)}
-    acts = dataset_activations(classifier, images, rows, classes, batch_size)
+    layers = list(dict.fromkeys(t.layer for t in targets if t.layer is not None))
+    acts, means = dataset_activations(classifier, images, rows, classes, batch_size, layers)
     labels = manifest["label"].astype(object).where(manifest["label"].notna(), None).tolist()
     table: dict[str, list[object]] = {k: [] for k in ("target_id", "kind", "classes", "exemplars", "exemplar_scores", "exemplar_rows", "exemplar_labels")}  # fmt: skip
     used: set[int] = set()
     for t in targets:
-        total = acts[:, [column[c] for c in t.classes]].sum(dim=1)
+        if t.kind == "filter":
+            assert t.layer is not None
+            total = means[t.layer][:, list(t.channels)].sum(dim=1)
+        else:
+            total = acts[:, [column[c] for c in t.classes]].sum(dim=1)
         order = torch.sort(total, descending=True, stable=True).indices[:top_k].tolist()
         picked = [int(rows[i]) for i in order]
         used.update(picked)
@@ -140,13 +155,13 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "exemplars",
-        help="the dataset images D scores highest for each class and pair target",
-        description="One batched pass of D over an extracted dataset (`atlas extract`); for every class "
-        "and pair target, the top-k images by the target's activation, written as PNGs with "
-        "exemplars.parquet into OUT (replaced as a whole).",
+        help="the dataset images D scores highest for each target",
+        description="One batched pass of D over an extracted dataset (`atlas extract`); for every "
+        "target (class, pair, group or filter), the top-k images by the target's activation, written "
+        "as PNGs with exemplars.parquet into OUT (replaced as a whole).",
     )
     p.add_argument("--data", required=True, metavar="DIR", help="dataset folder from `atlas extract`")
-    p.add_argument("--targets", required=True, action="append", metavar="SPEC", help="class:0-9, pair:9+30, ... (repeatable)")
+    p.add_argument("--targets", required=True, action="append", metavar="SPEC", help="class:0-9, pair:9+30, filter:LAYER:0-3, ... (repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced as a whole)")
     p.add_argument("--top-k", type=int, default=4, help="exemplars per target")
     p.add_argument("--classifier", default="efficientnet-lite0", help="D")

@@ -152,9 +152,9 @@ def build_index(
         if out["d_rank"] is not None and out["d_rank"] < 1:
             out["d_rank"] = None  # -1: a filter, or a failed target
         out.update({c: by_key[key][c] for c in _SCORE_COLUMNS})
-        if ex is not None and row["kind"] != "filter":
+        if ex is not None:
             if row["target_id"] not in ex:
-                raise AtlasError(f"target {row['target_id']} has no exemplars in {exemplars}: rerun `atlas exemplars` with every class and pair target")
+                raise AtlasError(f"target {row['target_id']} has no exemplars in {exemplars}: rerun `atlas exemplars` with every target of the run")
             out["exemplars"], out["exemplar_scores"] = ex[row["target_id"]]
         else:
             out["exemplars"], out["exemplar_scores"] = [], []

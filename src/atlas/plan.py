@@ -53,17 +53,24 @@ class Chunk:
         return [t.id for t in self.targets]
 
     def specs(self) -> list[str]:
-        """`--targets` SPECs naming exactly this chunk's targets (one per class list, pair list or
-        layer), for `atlas generate`."""
-        if self.kind == "class":
-            return ["class:" + ",".join(str(t.classes[0]) for t in self.targets)]
-        if self.kind == "pair":
-            return ["pair:" + ",".join("+".join(map(str, t.classes)) for t in self.targets)]
-        by_layer: dict[str, list[int]] = {}
-        for t in self.targets:
-            assert t.layer is not None and t.channel is not None
-            by_layer.setdefault(t.layer, []).append(t.channel)
-        return [f"filter:{layer}:" + ",".join(map(str, chans)) for layer, chans in by_layer.items()]
+        """`--targets` SPECs naming exactly this chunk's targets, for `atlas generate`."""
+        return target_specs(self.kind, self.targets)
+
+
+def target_specs(kind: str, targets: Sequence[PlannedTarget]) -> list[str]:
+    """`--targets` SPECs naming exactly `targets`, all of `kind` (one per class list, pair list or
+    layer)."""
+    if not targets:
+        return []
+    if kind == "class":
+        return ["class:" + ",".join(str(t.classes[0]) for t in targets)]
+    if kind == "pair":
+        return ["pair:" + ",".join("+".join(map(str, t.classes)) for t in targets)]
+    by_layer: dict[str, list[int]] = {}
+    for t in targets:
+        assert t.layer is not None and t.channel is not None
+        by_layer.setdefault(t.layer, []).append(t.channel)
+    return [f"filter:{layer}:" + ",".join(map(str, chans)) for layer, chans in by_layer.items()]
 
 
 def parse_indices(items: Iterable[int | str], what: str, limit: int | None) -> list[int]:

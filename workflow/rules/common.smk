@@ -14,7 +14,7 @@ from snakemake.utils import validate
 
 from atlas.errors import AtlasError
 from atlas.methods import METHODS, settings_for
-from atlas.plan import KINDS, class_targets, filter_targets, pair_targets, plan_chunks
+from atlas.plan import KINDS, class_targets, filter_targets, pair_targets, plan_chunks, target_specs
 
 
 def run_dir():
@@ -82,8 +82,8 @@ def check_config():
 
 
 def exemplars_on():
-    """Exemplars are drawn for class and pair targets unless exemplars.top_k is 0."""
-    return config["exemplars"]["top_k"] > 0 and bool(planned_targets("class") or planned_targets("pair"))
+    """Exemplars are drawn for every target unless exemplars.top_k is 0."""
+    return config["exemplars"]["top_k"] > 0 and any(planned_targets(kind) for kind in KINDS)
 
 
 def check_dataset(dataset):
@@ -225,14 +225,8 @@ def robustness_args():
 
 
 def exemplar_target_args():
-    """--targets naming every class and pair target (exemplars are drawn for both)."""
-    specs = []
-    classes = planned_targets("class")
-    if classes:
-        specs.append("class:" + ",".join(str(t.classes[0]) for t in classes))
-    pairs = planned_targets("pair")
-    if pairs:
-        specs.append("pair:" + ",".join("+".join(map(str, t.classes)) for t in pairs))
+    """--targets naming every target of the run (exemplars are drawn for each)."""
+    specs = [spec for kind in KINDS for spec in target_specs(kind, planned_targets(kind))]
     return " ".join(f"--targets {shlex.quote(s)}" for s in specs)
 
 
