@@ -9,12 +9,15 @@ wall clock also counts the time other processes held the cores.
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from atlas.io import write_text
 
 # TFLOP/s, dense (NVIDIA datasheets). fp32 is the plain (non-tensor-core) rate; "tf32" the
 # tensor-core rate that cuDNN uses for fp32 convolutions by default.
@@ -121,3 +124,9 @@ class OpCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         self.count += 1
         return func(*args, **(kwargs or {}))
+
+
+def write_json(path: Path, data: object) -> None:
+    """`data` as JSON at `path`, written atomically (atlas.io)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _bench import write_json
+
 
 def _timed(cmd: list[str]) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -58,6 +60,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--job-steps", default="150,500,1200",
                     help="steps of the jobs to project the overhead share for (config.yaml's 150; the paper's 500/1200)")
+    ap.add_argument("--json", type=Path, default=None, metavar="FILE",
+                    help="also write the figures to FILE (benchmarks/gpu_verdict.py reads it)")
     args = ap.parse_args()
     out_root = Path(tempfile.mkdtemp(prefix="atlas-overhead-"))
     base = [*_atlas(), "generate", "--classifier", args.classifier, "--weights", args.weights,
@@ -88,6 +92,12 @@ def main() -> None:
     for steps in (int(s) for s in args.job_steps.split(",")):
         work = steps * step[0]
         print(f"job of {steps} steps: work {work:.1f} s, overhead {over[0]:.1f} s = {over[0] / (over[0] + work):.1%} of the job (wall)")
+    if args.json:
+        write_json(args.json, {
+            "method": args.method, "classifier": args.classifier, "weights": args.weights, "chunk": args.chunk,
+            "device": args.device, "imports_wall_s": imports[0], "step_wall_s": step[0], "step_cpu_s": step[1],
+            "overhead_wall_s": over[0], "overhead_cpu_s": over[1],
+        })
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -49,6 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from _bench import (
     GPU_PEAKS,
     Clock,
+    write_json,
     OpCounter,
     cpu_peak_tflops,
     describe_device,
@@ -169,11 +171,16 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", choices=PRECISIONS)
     ap.add_argument("--channels-last", default="auto", choices=SWITCHES)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="let cuDNN time its convolution algorithms for each shape first (a job's shapes never change)")
     ap.add_argument("--no-d-alone", action="store_true", help="skip the D-alone rows")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak (default: table or measured)")
+    ap.add_argument("--json", type=Path, default=None, metavar="FILE",
+                    help="also write the rows and the projection to FILE (benchmarks/gpu_verdict.py reads it)")
     args = ap.parse_args()
     device = pick_device(args.device)
     runtime = resolve_runtime(args.precision, args.channels_last, args.compile, device)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     clf = load_classifier(args.classifier, args.weights, image_size=args.image_size).to(device)
     clf.prepare(runtime.channels_last, runtime.compile)
     chunks = [int(c) for c in args.chunks.split(",")]
@@ -184,17 +191,29 @@ def main() -> None:
     if peak is None and device.type == "cpu":
         peak, peak_src = cpu_peak_tflops(), "measured here: fp32 2048^3 matmul, per CPU-second"
     size = f"{clf.input_size}px" + (" (REDUCED from the classifier's own size)" if args.image_size else "")
-    print(f"{describe_device(device)}, torch {torch.__version__}, runtime {runtime.as_dict()}")
+    print(f"{describe_device(device)}, torch {torch.__version__}, runtime {runtime.as_dict()}"
+          + (", cudnn.benchmark on" if args.cudnn_benchmark else ""))
     print(f"classifier {args.classifier} ({args.weights}) at {size}, G width {args.width}, "
           f"peak {peak if peak is None else f'{peak:.3f}'} TFLOP/s ({peak_src})")
     print(f"{'method':<11}{'chunk':>6}{'s/step':>9}{'cpu s/step':>11}{'tgt-steps/s':>12}{'GFLOP/step':>11}"
           f"{'TFLOP/s':>9}{'of peak':>9}{'peak GiB':>9}{'ops/step':>9}")
 
+    report: dict[str, object] = {
+        "device": describe_device(device), "torch": torch.__version__, "runtime": runtime.as_dict(),
+        "cudnn_benchmark": args.cudnn_benchmark,
+        "classifier": args.classifier, "weights": args.weights, "input_size": clf.input_size,
+        "reduced": bool(args.image_size), "width": args.width, "steps": args.steps,
+        "peak_tflops": peak, "peak_source": peak_src, "rows": [],
+    }
+
     def show(name: str, chunk: int, r: dict[str, float], flop: int, ops: int | None, base: float) -> None:
         tflops = flop / r["sec_per_step"] / 1e12
         # On a CPU the fraction is per CPU-second, as its measured peak (see _bench).
         per_s = r["cpu_per_step"] if device.type == "cpu" else r["sec_per_step"]
-        frac = f"{flop / per_s / 1e12 / peak:.1%}" if peak else "-"
+        fraction = flop / per_s / 1e12 / peak if peak else None
+        frac = "-" if fraction is None else f"{fraction:.1%}"
+        report["rows"].append({"method": name, "chunk": chunk, **r, "flop_per_step": flop, "tflops": tflops,  # type: ignore[attr-defined]
+                               "fraction_of_peak": fraction, "ops_per_step": ops, "ratio_vs_first": r["target_steps_per_s"] / base})
         ratio = f"   x{r['target_steps_per_s'] / base:.2f} vs chunk {chunks[0]}" if chunk != chunks[0] else ""
         print(f"{name:<11}{chunk:>6}{r['sec_per_step']:>9.3f}{r['cpu_per_step']:>11.3f}"
               f"{r['target_steps_per_s']:>12.2f}{flop / 1e9:>11.1f}{tflops:>9.3f}{frac:>9}{r['peak_gib']:>9.2f}"
@@ -231,6 +250,8 @@ def main() -> None:
             parts.append(f"{method} {CLASSES} x {steps} steps at chunk {chunk}: {_duration(seconds)}")
         print(f"projected full atlas on this device ({size}, G width {args.width}): " + "; ".join(parts)
               + f"; total {_duration(total)} (per-job start-up excluded)")
+        report["projection"] = {"seconds": total, "best": {m: {"target_steps_per_s": r, "chunk": c} for m, (r, c) in best.items()},
+                                "paper_steps": PAPER_STEPS, "classes": CLASSES}
     if all(m in flop_per_target for m in PAPER_STEPS):
         # Device-independent: the full atlas's FLOP and what it takes at a given fraction of a peak.
         total_flop = sum(CLASSES * steps * flop_per_target[m] for m, steps in PAPER_STEPS.items())
@@ -238,6 +259,9 @@ def main() -> None:
         print(f"full atlas by FLOP count ({size}, G width {args.width}): {total_flop / 1e15:.0f} PFLOP; "
               f"on one H100 (bf16 dense peak {h100 / 1e12:.0f} TFLOP/s) {_duration(total_flop / h100)} at 100% of peak, "
               f"{_duration(total_flop / (0.3 * h100))} at 30%, {_duration(total_flop / (0.1 * h100))} at 10%")
+        report["atlas_flop"] = total_flop
+    if args.json:
+        write_json(args.json, report)
 
 
 if __name__ == "__main__":
