@@ -2,10 +2,10 @@
 
 None of these changes what is optimised; they change how fast and with which rounding.
 
-- `precision`: `fp32`, or `bf16` (the optimisation steps' forward and backward under
-  `torch.autocast` in bfloat16: D and the pretrained method's frozen G; the scratch method's G
-  stays fp32, see `ScratchG.images`; parameters, optimiser state, losses, the final renders,
-  the scores and the saved images are fp32). `auto`: bf16 on a CUDA device that
+- `precision`: `fp32`, or `bf16` (the optimisation steps' forward and backward of D under
+  `torch.autocast` in bfloat16; G, of both methods, stays fp32, see `_WithDecoder._generate`;
+  parameters, optimiser state, losses, the final renders, the scores and the saved images are
+  fp32). `auto`: bf16 on a CUDA device that
   supports it, fp32 otherwise (on a CPU without bf16 matrix units bf16 is slower, and fp32 keeps
   the CPU path bitwise reproducible).
 - `channels_last`: `on`/`off`/`auto` (auto: on with CUDA, where cuDNN's convolutions prefer NHWC,
