@@ -50,13 +50,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from _bench import (
     GPU_PEAKS,
     Clock,
-    write_json,
     OpCounter,
     cpu_peak_tflops,
     describe_device,
     gpu_peak_tflops,
     peak_memory_gib,
     reset_peak_memory,
+    write_json,
 )
 from atlas.classifier import Classifier, load_classifier
 from atlas.generate import GenerateConfig, _parameterisation, pick_device, resolve_decoder
