@@ -127,6 +127,5 @@ class OpCounter(TorchDispatchMode):
 
 
 def write_json(path: Path, data: object) -> None:
-    """`data` as JSON at `path`, written atomically (atlas.io)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """`data` as JSON at `path`, written atomically (atlas.io, which also makes its folder)."""
     write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")

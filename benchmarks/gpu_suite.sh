@@ -101,6 +101,6 @@ step scratch-batching 50 "$PY" benchmarks/scratch_batching.py --device "$dev" --
   --methods pretrained --chunks "$big" --steps "$tp_steps" --compile --no-d-alone --json "$OUT/throughput-compile.json"
 
 printf '\n=== done in %s s; results in %s\n' "$((SECONDS - start))" "$OUT" | tee -a "$log"
-cat "$summary" | tee -a "$log"
+tee -a "$log" <"$summary"
 # Non-zero when a step failed or was skipped, so a caller sees it; the figures stay in $OUT.
 ! grep -qvE $'^step\t|\t0\t' "$summary"
