@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from atlas.generate import GenerateConfig, generate
+from atlas.generate import GenerateConfig, generate, random_transforms
 from atlas.generator import Decoder
 from atlas.methods import settings_for
 from atlas.objectives import ChunkLoss, Objective
 from atlas.optimise import chunk_loss, optimise
-from atlas.parameterise import Pixels, PretrainedG, ScratchG, _Draws, roll_rows
+from atlas.draws import Draws
+from atlas.parameterise import FourierImage, MagnitudeFourier, Pixels, PretrainedG, ScratchG, roll_rows
 from atlas.targets import Target, parse_specs
 from tests.tiny import tiny_classifier
 
@@ -29,7 +30,8 @@ ATOL = 2e-3
 # and Adamax's first step is sign-like (lr * g / |g|), so gradient entries at rounding level flip
 # sign: scratch trajectories agree to ATOL after one step, then become equally good but different
 # pixels (README, "Chunks"). Pretrained and pixel stay within ATOL over 8 steps.
-STEPS = {"scratch": 1, "pretrained": 8, "pixel": 8}
+STEPS = {"scratch": 1, "pretrained": 8, "pixel": 8, "fourier": 8, "maco": 8}
+ALL = ["scratch", "pretrained", "pixel", "fourier", "maco"]
 
 
 def _param(method: str, seeds: list[int], clf):
@@ -41,6 +43,10 @@ def _param(method: str, seeds: list[int], clf):
         dec = Decoder(width=0.0625)
         dec.init_copy(0, torch.Generator().manual_seed(0))
         return s, PretrainedG(s, seeds, dec, CPU)
+    if method == "fourier":
+        return s, FourierImage(s, seeds, clf.input_size, clf.normalise, CPU)
+    if method == "maco":
+        return s, MagnitudeFourier(s, seeds, clf.input_size, clf.normalise, CPU)
     return s, Pixels(s, seeds, clf.input_size, clf.normalise, CPU)
 
 
@@ -48,10 +54,12 @@ def _run(method: str, targets: list[Target], clf) -> torch.Tensor:
     seeds = [t.seed(7) for t in targets]
     s, param = _param(method, seeds, clf)
     objs = [t.objective(s.penalty, s.target_relu) for t in targets]
-    return optimise(clf, objs, param, s).images
+    # the default presets apply the random transformations: each target draws its own
+    assert s.transforms
+    return optimise(clf, objs, param, s, transforms=random_transforms(s, clf, seeds, CPU)).images
 
 
-@pytest.mark.parametrize("method", ["scratch", "pretrained", "pixel"])
+@pytest.mark.parametrize("method", ALL)
 def test_a_chunk_of_three_gives_the_images_of_three_runs_of_one(method: str) -> None:
     clf = tiny_classifier()
     together = _run(method, TARGETS, clf)
@@ -64,7 +72,7 @@ def test_a_chunk_of_three_gives_the_images_of_three_runs_of_one(method: str) -> 
     assert float((together[0] - together[1]).abs().max()) > 10 * worst
 
 
-@pytest.mark.parametrize("method", ["scratch", "pretrained", "pixel"])
+@pytest.mark.parametrize("method", ALL)
 def test_same_seed_same_bytes(method: str, tmp_path) -> None:
     clf = tiny_classifier()
     targets = parse_specs(["class:1,4", "filter:conv:2"])
@@ -194,8 +202,10 @@ def test_drawing_a_block_of_steps_at_once_draws_the_same_numbers(method: str, mo
     seeds = [11, 12]
 
     def sequence(block: int) -> list[torch.Tensor]:
-        monkeypatch.setattr(_Draws, "BLOCK", block)
-        _, param = _param(method, seeds, clf)
+        monkeypatch.setattr(Draws, "BLOCK", block)
+        s, param = _param(method, seeds, clf)
+        if method == "pixel":  # the paper preset's rolls (the default one jitters by its transformations)
+            param = Pixels(replace(s, jitter=8), seeds, clf.input_size, clf.normalise, CPU)
         draws = param.shifts if method == "pixel" else param.noise.draws
         return [draws.next() for _ in range(7)]
 
@@ -216,7 +226,7 @@ class _CountOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("method", ["scratch", "pretrained", "pixel"])
+@pytest.mark.parametrize("method", ALL)
 def test_a_steps_operations_do_not_grow_with_the_chunk(method: str) -> None:
     # Ops of a 3-step run minus those of a 1-step run: two steps, without the once-per-run set-up
     # (the optimiser, the chunk loss's weights, the first block of draws, the final read).
@@ -229,8 +239,9 @@ def test_a_steps_operations_do_not_grow_with_the_chunk(method: str) -> None:
         s, param = _param(method, [t.seed(7) for t in chunk], clf)
         s = replace(s, steps=steps, snapshots=1)
         objs = [t.objective(s.penalty, s.target_relu) for t in chunk]
+        transforms = random_transforms(s, clf, [t.seed(7) for t in chunk], CPU)
         with _CountOps() as counter:
-            optimise(clf, objs, param, s)
+            optimise(clf, objs, param, s, transforms=transforms)
         return counter.count
 
     per_step = {n: ops(targets[:n], 3) - ops(targets[:n], 1) for n in (3, 10)}

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
@@ -35,9 +36,13 @@ from atlas.io import atomic_dir, write_parquet, write_text
 from atlas.metadata import file_sha256, git_commit, versions
 from atlas.methods import METHODS, PRESETS, MethodSettings, settings_for
 from atlas.optimise import optimise
-from atlas.parameterise import Parameterisation, Pixels, PretrainedG, ScratchG
+from atlas.data import load_dataset, recorded_sha256
+from atlas.parameterise import (
+    FourierImage, MagnitudeFourier, Parameterisation, Pixels, PretrainedG, ScratchG, photo_magnitude,
+)
 from atlas.runtime import PRECISIONS, SWITCHES, Runtime, resolve_runtime
 from atlas.scores import dequantise, quantise, score
+from atlas.transforms import RandomTransforms, TransformSpec
 from atlas.targets import Target, check_targets, parse_specs
 
 log = logging.getLogger(__name__)
@@ -59,6 +64,7 @@ class GenerateConfig:
     precision: str = "auto"  # auto | fp32 | bf16
     channels_last: str = "auto"  # auto | on | off
     compile: bool = False
+    spectrum: str | None = None  # maco: an extracted dataset folder whose photos give the magnitude
 
 
 def pick_device(name: str) -> torch.device:
@@ -91,16 +97,52 @@ def resolve_decoder(cfg: GenerateConfig) -> Decoder | None:
     return load_decoder(cfg.decoder)
 
 
+def resolve_magnitude(cfg: GenerateConfig, size: int) -> torch.Tensor | None:
+    """The maco method's fixed magnitude spectrum: the mean amplitude spectrum of the photos of an
+    extracted dataset (`atlas extract`), or None (the 1/f law) when no dataset is given."""
+    if cfg.settings.method != "maco":
+        if cfg.spectrum is not None:
+            raise AtlasError(f"--spectrum-from is for the maco method, not {cfg.settings.method}; drop it")
+        return None
+    if cfg.spectrum is None:
+        return None
+    images, _ = load_dataset(cfg.spectrum)
+    sums: torch.Tensor | None = None
+    for start in range(0, len(images), 64):
+        rgb = torch.from_numpy(np.ascontiguousarray(images[start : start + 64])).permute(0, 3, 1, 2).float() / 255.0
+        part = photo_magnitude(rgb, size) * len(rgb)
+        sums = part if sums is None else sums + part
+    assert sums is not None  # load_dataset refuses an empty dataset
+    log.info("maco magnitude: the mean amplitude spectrum of %d photos of %s", len(images), cfg.spectrum)
+    return sums / len(images)
+
+
 def _parameterisation(
-    cfg: GenerateConfig, classifier: Classifier, seeds: list[int], decoder: Decoder | None, device: torch.device
+    cfg: GenerateConfig, classifier: Classifier, seeds: list[int], decoder: Decoder | None,
+    magnitude: torch.Tensor | None, device: torch.device,
 ) -> Parameterisation:
     s = cfg.settings
+    size = classifier.input_size
     if s.method == "scratch":
         return ScratchG(s, seeds, device)
     if s.method == "pretrained":
         assert decoder is not None
         return PretrainedG(s, seeds, decoder, device)
-    return Pixels(s, seeds, classifier.input_size, classifier.normalise, device)
+    if s.method == "fourier":
+        return FourierImage(s, seeds, size, classifier.normalise, device)
+    if s.method == "maco":
+        return MagnitudeFourier(s, seeds, size, classifier.normalise, device, magnitude)
+    return Pixels(s, seeds, size, classifier.normalise, device)
+
+
+def random_transforms(
+    settings: MethodSettings, classifier: Classifier, seeds: list[int], device: torch.device
+) -> RandomTransforms | None:
+    """The chunk's transformation robustness (lucid's standard set), or None when it is off."""
+    if not settings.transforms:
+        return None
+    grey = classifier.normalise(torch.full((1, 3, 1, 1), 0.5)).flatten()
+    return RandomTransforms(TransformSpec(rotate=settings.rotate), seeds, grey, device)
 
 
 def _curve(loss: torch.Tensor) -> list[float]:
@@ -122,6 +164,7 @@ def generate(
     if out.exists() and any(out.iterdir()) and not (out / RECORDS).exists():
         raise AtlasError(f"output folder {out} exists and is not an Atlas output; choose an empty or new folder")
     decoder = resolve_decoder(cfg)
+    magnitude = resolve_magnitude(cfg, classifier.input_size)
     runtime = resolve_runtime(cfg.precision, cfg.channels_last, cfg.compile, device)
     classifier.to(device).prepare(runtime.channels_last, runtime.compile)
     log.info("runtime on %s: %s", device, runtime.as_dict())
@@ -136,7 +179,7 @@ def generate(
             chunk = pending.pop(0)
             counted = bar.n
             try:
-                rows.extend(_run_chunk(chunk, cfg, classifier, decoder, runtime, device, bar, tmp))
+                rows.extend(_run_chunk(chunk, cfg, classifier, decoder, magnitude, runtime, device, bar, tmp))
             except torch.OutOfMemoryError:
                 if len(chunk) == 1:
                     raise AtlasError(
@@ -169,17 +212,18 @@ def generate(
 
 
 def _run_chunk(
-    chunk: list[Target], cfg: GenerateConfig, classifier: Classifier, decoder: Decoder | None, runtime: Runtime,
-    device: torch.device, bar: tqdm, tmp: Path,
+    chunk: list[Target], cfg: GenerateConfig, classifier: Classifier, decoder: Decoder | None,
+    magnitude: torch.Tensor | None, runtime: Runtime, device: torch.device, bar: tqdm, tmp: Path,
 ) -> list[dict[str, object]]:
     """One batched optimisation of `chunk`: its PNGs into `tmp`, its records returned."""
     s = cfg.settings
     seeds = [t.seed(cfg.seed) for t in chunk]
     t0 = time.perf_counter()
-    param = _parameterisation(cfg, classifier, seeds, decoder, device)
+    param = _parameterisation(cfg, classifier, seeds, decoder, magnitude, device)
     param.prepare(runtime)
     objectives = [t.objective(s.penalty, s.target_relu, s.filter_penalty) for t in chunk]
-    result = optimise(classifier, objectives, param, s, progress=bar, runtime=runtime)
+    transforms = random_transforms(s, classifier, seeds, device)
+    result = optimise(classifier, objectives, param, s, progress=bar, runtime=runtime, transforms=transforms)
     pixels = quantise(classifier, result.images)
     scores = score(classifier, chunk, dequantise(classifier, pixels).to(device))
     seconds = (time.perf_counter() - t0) / len(chunk)
@@ -257,6 +301,10 @@ def _provenance(
             "sha256": file_sha256(cfg.decoder) if cfg.decoder not in (None, "random") else None,
             "width": decoder.width if decoder is not None else None,
         },
+        "spectrum": {
+            "dataset": cfg.spectrum,
+            "sha256": recorded_sha256(cfg.spectrum) if cfg.spectrum is not None else None,
+        },
         "settings": cfg.settings.as_dict(),
         "seed": cfg.seed,
         "chunk_size": cfg.chunk_size,
@@ -292,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = GenerateConfig(
         settings=settings, seed=args.seed, chunk_size=args.chunk_size, decoder=args.decoder,
         image_size=args.image_size, on_nan=args.on_nan, precision=args.precision,
-        channels_last=args.channels_last, compile=args.compile,
+        channels_last=args.channels_last, compile=args.compile, spectrum=args.spectrum_from,
     )
     generate(classifier, targets, cfg, Path(args.out), device)
     return 0
@@ -320,6 +368,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--chunk-size", type=int, default=8, help="targets optimised at once, as one batch")
     p.add_argument("--decoder", default=None, metavar="PATH",
                    help="pretrained method: decoder file from `atlas train-dae`, or `random`")
+    p.add_argument("--spectrum-from", default=None, metavar="DIR",
+                   help="maco method: an extracted dataset (`atlas extract`) whose photos' mean amplitude "
+                   "spectrum is the image's fixed magnitude (default: the 1/f law)")
     p.add_argument("--image-size", type=int, default=None, metavar="PX",
                    help="run the classifier at PX x PX (default: its own input size)")
     p.add_argument("--width", type=float, default=None, help="scratch generator width multiplier (1.0: the paper's)")

@@ -35,15 +35,17 @@ from typing import Any
 
 from atlas.errors import AtlasError
 
-METHODS = ("scratch", "pretrained", "pixel")
+METHODS = ("scratch", "pretrained", "pixel", "fourier", "maco")
 PRESETS = ("default", "paper")
-OPTIMISERS = ("adamax", "adam", "sgd")
+OPTIMISERS = ("adamax", "adam", "nadam", "sgd")
 REGULARISERS = ("l1_gamma", "l2_sq", "l2_norm", "pixel_l2", "none")
 # The regularisers each method can apply (R needs the method's own parameters).
 METHOD_REGULARISERS = {
     "scratch": ("l1_gamma", "none"),
     "pretrained": ("l2_sq", "l2_norm", "none"),
     "pixel": ("pixel_l2", "none"),
+    "fourier": ("none",),
+    "maco": ("none",),
 }
 
 # Keras GaussianDropout(0.05) multiplies by N(1, rate / (1 - rate)).
@@ -72,6 +74,9 @@ class MethodSettings:
     width: float = 1.0
     alpha_relu: bool = False
     jitter: int = 0
+    transforms: bool = False
+    rotate: float = 5.0
+    decay: float = 1.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -91,6 +96,10 @@ class MethodSettings:
             raise AtlasError(f"lr must be a positive number, got {self.lr}")
         if self.noise_std < 0 or self.reg_weight < 0 or self.jitter < 0:
             raise AtlasError("noise_std, reg_weight and jitter must not be negative")
+        if not 0 <= self.rotate <= 45:
+            raise AtlasError(f"rotate is the largest rotation in degrees, 0..45; got {self.rotate}")
+        if not (0 <= self.decay <= 4 and math.isfinite(self.decay)):
+            raise AtlasError(f"decay is the spectrum's power-law exponent, 0..4; got {self.decay}")
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,6 +125,15 @@ _PAPER: dict[str, MethodSettings] = {
         method="pixel", steps=200, optimiser="adam", lr=0.05, penalty=0.01, target_relu=True,
         reg="pixel_l2", reg_weight=0.01, jitter=8,
     ),
+    # Not the paper's: the field's standard since, with their authors' settings. lucid's render:
+    # Adam lr 0.05 on the raw logit, no other-class term, the standard transformations, 512 steps.
+    "fourier": MethodSettings(
+        method="fourier", steps=512, optimiser="adam", lr=0.05, penalty=0.0, target_relu=False, transforms=True,
+    ),
+    # MACO's reference code (Horama): NAdam lr 1.0 on the phase.
+    "maco": MethodSettings(
+        method="maco", steps=512, optimiser="nadam", lr=1.0, penalty=0.0, target_relu=False, transforms=True,
+    ),
 }
 
 # Measured on EfficientNet-Lite0 (README, "Methods"). Scratch: with the paper's Adamax lr 0.002 and
@@ -123,12 +141,14 @@ _PAPER: dict[str, MethodSettings] = {
 # std 0.5 reach 0.90 (285) and 0.995 (967) by step 150. Pretrained: DESIGN.md §2 found the literal
 # settings do not move there; the raw target logit, ||alpha||_2 and Adam lr 0.05 do.
 _DEFAULT: dict[str, MethodSettings] = {
-    "scratch": replace(_PAPER["scratch"], target_relu=False, lr=0.01, noise_std=0.5),
+    "scratch": replace(_PAPER["scratch"], target_relu=False, lr=0.01, noise_std=0.5, transforms=True),
     "pretrained": replace(
         _PAPER["pretrained"], optimiser="adam", lr=0.05, momentum=0.0, nesterov=False,
-        target_relu=False, reg="l2_norm", reg_weight=0.1,
+        target_relu=False, reg="l2_norm", reg_weight=0.1, transforms=True,
     ),
-    "pixel": replace(_PAPER["pixel"], target_relu=False),
+    "pixel": replace(_PAPER["pixel"], target_relu=False, jitter=0, transforms=True),
+    "fourier": replace(_PAPER["fourier"], steps=100, penalty=0.01),
+    "maco": replace(_PAPER["maco"], steps=100, penalty=0.01),
 }
 
 

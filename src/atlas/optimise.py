@@ -6,6 +6,9 @@ images and the loss history. The chunk's loss is the sum of the targets' losses:
 are disjoint and every optimiser here works elementwise, so each target follows exactly the path
 it would follow alone.
 
+With `transforms` (`atlas.transforms`), D sees each step's images under a fresh random
+geometric transformation; the snapshots and the final images are untransformed.
+
 A target whose loss becomes NaN or infinite is frozen out of the sum from that step on and
 reported as failed; the others carry on.
 
@@ -27,6 +30,7 @@ from atlas.methods import MethodSettings
 from atlas.objectives import ChunkLoss, Objective
 from atlas.parameterise import Parameterisation
 from atlas.runtime import Runtime
+from atlas.transforms import RandomTransforms
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,8 @@ def make_optimiser(settings: MethodSettings, params: Sequence[torch.Tensor]) -> 
         return torch.optim.Adamax(params, lr=s.lr, betas=(s.beta1, s.beta2), eps=s.eps)
     if s.optimiser == "adam":
         return torch.optim.Adam(params, lr=s.lr, betas=(s.beta1, s.beta2), eps=s.eps)
+    if s.optimiser == "nadam":
+        return torch.optim.NAdam(params, lr=s.lr, betas=(s.beta1, s.beta2), eps=s.eps)
     return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov)
 
 
@@ -80,6 +86,7 @@ def optimise(
     progress: tqdm | None = None,
     runtime: Runtime | None = None,
     read_every: int | None = None,
+    transforms: RandomTransforms | None = None,
 ) -> Result:
     if len(objectives) != param.batch:
         raise ValueError(f"{len(objectives)} objectives for a chunk of {param.batch}")
@@ -98,6 +105,8 @@ def optimise(
     for step in range(1, settings.steps + 1):
         with runtime.autocast(device):
             images = param.images(noise=True)
+            if transforms is not None:
+                images = transforms(images)
             loss = chunk_loss(classifier, loss_fn, images) + param.regulariser().float()
         history[step - 1] = loss.detach()
         # A target whose loss is not finite is frozen out of the sum from this step on.

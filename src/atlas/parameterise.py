@@ -17,20 +17,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from atlas.draws import Draws, cpu_generators
 from atlas.generator import FEATURES, Decoder
 from atlas.methods import MethodSettings
 from atlas.runtime import Runtime
-
-
-def _cpu_generators(seeds: Sequence[int]) -> list[torch.Generator]:
-    """One CPU generator per target, seeded by the target alone (the draws are then the same
-    whichever device the target runs on)."""
-    gens = []
-    for s in seeds:
-        g = torch.Generator()
-        g.manual_seed(int(s))
-        gens.append(g)
-    return gens
 
 
 class _RollRows(torch.autograd.Function):
@@ -112,41 +102,12 @@ class _WithDecoder(Parameterisation):
             return self._decode(f.float())
 
 
-class _Draws:
-    """Each step's random draws of a chunk, row b from target b's own CPU generator.
-
-    They are drawn BLOCK steps at a time and go to the device as one (B, BLOCK, ...) tensor: a
-    step then costs one indexing instead of B draws (B kernel launches a step on a GPU), and the
-    draws are the same on every device. BLOCK draws at once give the same numbers as BLOCK single
-    draws (tested), so the images do not depend on BLOCK.
-    """
-
-    BLOCK = 16
-
-    def __init__(
-        self, seeds: Sequence[int], draw: Callable[[int, torch.Generator], torch.Tensor], device: torch.device
-    ) -> None:
-        self.gens = _cpu_generators(seeds)
-        self._draw = draw  # (n, generator) -> n steps' draws of one target
-        self.device = device
-        self._block: torch.Tensor | None = None
-        self._next = 0
-
-    def next(self) -> torch.Tensor:
-        if self._block is None or self._next == self._block.shape[1]:
-            block = torch.stack([self._draw(self.BLOCK, g) for g in self.gens])
-            self._block = block.to(self.device, non_blocking=True)
-            self._next = 0
-        self._next += 1
-        return self._block[:, self._next - 1]
-
-
 class _FeatureNoise:
     """Per-target noise on the constant input f0 = 1, drawn afresh at every step."""
 
     def __init__(self, seeds: Sequence[int], std: float, device: torch.device) -> None:
         self.std = std
-        self.draws = _Draws(seeds, lambda n, g: torch.randn(n, FEATURES, generator=g), device)
+        self.draws = Draws(seeds, lambda n, g: torch.randn(n, FEATURES, generator=g), device)
 
     def draw(self) -> torch.Tensor:
         """(B, 3200) standard normal draws, row b from target b's generator."""
@@ -170,7 +131,7 @@ class ScratchG(_WithDecoder):
         # glorot_uniform, i.e. U(-l, l) with l = sqrt(6 / (2 sqrt(3200))) ~ 0.23.
         limit = math.sqrt(6.0 / (2.0 * math.sqrt(FEATURES)))
         alpha = torch.empty(self.batch, FEATURES)
-        for b, gen in enumerate(_cpu_generators(seeds)):
+        for b, gen in enumerate(cpu_generators(seeds)):
             self.decoder.init_copy(b, gen)
             alpha[b].uniform_(-limit, limit, generator=gen)
         self.decoder.to(device).train()
@@ -254,12 +215,12 @@ class Pixels(Parameterisation):
         self.size = size
         self.to_input = to_input  # rgb -> D's input space
         init = torch.empty(self.batch, 3, size, size)
-        for b, gen in enumerate(_cpu_generators(seeds)):
+        for b, gen in enumerate(cpu_generators(seeds)):
             init[b] = 0.5 + 0.05 * torch.randn(3, size, size, generator=gen)
         self.rgb = nn.Parameter(init.clamp(0, 1).to(device))
         # (dy, dx) of each step's jitter; kept on the CPU, where roll_rows builds its index
         j = settings.jitter
-        self.shifts = _Draws(
+        self.shifts = Draws(
             [s + 1 for s in seeds], lambda n, g: torch.randint(-j, j + 1, (n, 2), generator=g), torch.device("cpu")
         )
 
@@ -285,3 +246,144 @@ class Pixels(Parameterisation):
     def after_step(self) -> None:
         self.rgb.clamp_(0.0, 1.0)
 
+
+
+# lucid's colour correlation: the square root of ImageNet's RGB covariance (from its SVD), scaled
+# so that its largest column has norm 1. A decorrelated image (one independent signal per
+# principal colour axis) maps to RGB as rgb = COLOUR @ x per pixel.
+_COLOUR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=torch.float64)
+COLOUR = (_COLOUR_SQRT / _COLOUR_SQRT.norm(dim=0).max()).float()
+
+
+def recorrelate(x: torch.Tensor) -> torch.Tensor:
+    """Decorrelated colour channels (B, 3, H, W) -> RGB-correlated ones (COLOUR @ x per pixel)."""
+    return torch.einsum("ij,bjhw->bihw", COLOUR.to(x.device, x.dtype), x)
+
+
+def decorrelate(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of `recorrelate`."""
+    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(COLOUR.double()).to(x.device, x.dtype), x)
+
+
+def spectrum_frequencies(h: int, w: int) -> torch.Tensor:
+    """|f| (cycles per pixel) of each entry of an `rfft2` spectrum of an h x w image: (h, w // 2 + 1)."""
+    fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None]
+    fx = torch.fft.rfftfreq(w, dtype=torch.float64)[None, :]
+    return (fy**2 + fx**2).sqrt()
+
+
+def power_law(h: int, w: int, decay: float = 1.0) -> torch.Tensor:
+    """lucid's spectrum scale 1 / max(|f|, 1 / max(h, w))^decay, (h, w // 2 + 1): natural images'
+    amplitude falls roughly as 1/f, so equal steps in every coefficient give a 1/f image."""
+    f = spectrum_frequencies(h, w)
+    return (1.0 / f.clamp(min=1.0 / max(h, w)) ** decay).float()
+
+
+def photo_magnitude(rgb: torch.Tensor, size: int) -> torch.Tensor:
+    """The mean amplitude spectrum (3, size, size // 2 + 1) of photos `rgb` (N, 3, H, W) in [0, 1],
+    in decorrelated colour (the space the magnitude-constrained image is built in), after resizing
+    them to `size` (antialiased) so that each entry is the same frequency as in the image made."""
+    if rgb.shape[-2:] != (size, size):
+        shrink = rgb.shape[-1] > size
+        rgb = nn.functional.interpolate(rgb, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+    x = decorrelate(rgb.double() - rgb.double().mean(dim=(2, 3), keepdim=True))
+    return torch.fft.rfft2(x, norm="ortho").abs().mean(dim=0).float()
+
+
+def standardise(x: torch.Tensor) -> torch.Tensor:
+    """Each image (B, ...) to mean 0, std 1 over all its values."""
+    flat = x.flatten(1)
+    mean = flat.mean(dim=1).view(-1, *[1] * (x.dim() - 1))
+    std = flat.std(dim=1).view(-1, *[1] * (x.dim() - 1))
+    return (x - mean) / (std + 1e-4)
+
+
+class _Spectral(Parameterisation):
+    """Images made in the Fourier domain of decorrelated colour, then RGB = sigmoid(COLOUR @ x)."""
+
+    size: int
+    to_input: Callable[[torch.Tensor], torch.Tensor]
+
+    def _colour(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_input(torch.sigmoid(recorrelate(x)))
+
+    def regulariser(self) -> torch.Tensor:
+        s = self.settings
+        if s.reg == "none" or s.reg_weight == 0:
+            return torch.zeros(self.batch, device=self.parameters()[0].device)
+        raise ValueError(f"the {s.method} method regularises with none, not {s.reg}")
+
+
+class FourierImage(_Spectral):
+    """lucid's `fft_image` + `to_valid_rgb`: a complex spectrum per colour channel (the `rfft2`
+    layout, init N(0, 0.01^2) per real and imaginary part), scaled by the 1/f law `power_law`,
+    `irfft2` (orthonormal), divided by lucid's constant 4, colour-recorrelated, sigmoid to RGB.
+    Equal optimiser steps in every coefficient then change the image at every scale alike, which
+    is what lets the optimiser find large structures before pixel noise."""
+
+    def __init__(
+        self,
+        settings: MethodSettings,
+        seeds: Sequence[int],
+        size: int,
+        to_input: Callable[[torch.Tensor], torch.Tensor],
+        device: torch.device,
+    ) -> None:
+        self.settings = settings
+        self.batch = len(seeds)
+        self.size = size
+        self.to_input = to_input
+        shape = (3, size, size // 2 + 1, 2)
+        init = torch.empty(self.batch, *shape)
+        for b, gen in enumerate(cpu_generators(seeds)):
+            init[b] = 0.01 * torch.randn(shape, generator=gen)
+        self.spectrum = nn.Parameter(init.to(device))
+        self.scale = power_law(size, size, settings.decay).to(device)[None, None, :, :, None]
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.spectrum]
+
+    def images(self, noise: bool = True) -> torch.Tensor:
+        spec = torch.view_as_complex((self.scale * self.spectrum).contiguous())
+        x = torch.fft.irfft2(spec, s=(self.size, self.size), norm="ortho") / 4.0
+        return self._colour(x)
+
+
+class MagnitudeFourier(_Spectral):
+    """MACO (Fel et al. 2023): the spectrum's magnitude is fixed to that of natural photos, only
+    its phase is optimised (init N(0, 1)); `irfft2`, each image standardised, colour-recorrelated,
+    sigmoid to RGB. The magnitude is `photo_magnitude` of the run's photos, or the 1/f law where
+    there are none. Fixing the magnitude keeps the image's energy at every scale where photos have
+    it, so the optimiser cannot pour it into the high frequencies an adversarial pattern needs."""
+
+    def __init__(
+        self,
+        settings: MethodSettings,
+        seeds: Sequence[int],
+        size: int,
+        to_input: Callable[[torch.Tensor], torch.Tensor],
+        device: torch.device,
+        magnitude: torch.Tensor | None = None,
+    ) -> None:
+        self.settings = settings
+        self.batch = len(seeds)
+        self.size = size
+        self.to_input = to_input
+        shape = (3, size, size // 2 + 1)
+        if magnitude is None:
+            magnitude = power_law(size, size, settings.decay).expand(shape)
+        if tuple(magnitude.shape) != shape:
+            raise ValueError(f"the magnitude spectrum is {tuple(magnitude.shape)}, the image needs {shape}")
+        self.magnitude = magnitude.float().to(device)[None]
+        init = torch.empty(self.batch, *shape)
+        for b, gen in enumerate(cpu_generators(seeds)):
+            init[b] = torch.randn(shape, generator=gen)
+        self.phase = nn.Parameter(init.to(device))
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.phase]
+
+    def images(self, noise: bool = True) -> torch.Tensor:
+        spec = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
+        x = torch.fft.irfft2(spec, s=(self.size, self.size), norm="ortho")
+        return self._colour(standardise(x))

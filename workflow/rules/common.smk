@@ -77,7 +77,7 @@ def check_config():
     for section, weights in local_weights().items():
         if not os.path.isfile(weights):
             fail(f"{section}.weights: {weights} is neither default, random nor an existing file")
-    if "pretrained" in enabled_methods() or exemplars_on():
+    if {"pretrained", "maco"} & set(enabled_methods()) or exemplars_on():
         check_dataset(config["dataset"])
 
 
@@ -160,6 +160,9 @@ def chunk_inputs(chunk):
     inputs = {}
     if chunk.method == "pretrained":
         inputs["decoder"] = autoencoder_file("decoder.pt")
+    if chunk.method == "maco":
+        # The photos whose mean amplitude spectrum is the maco image's fixed magnitude.
+        inputs["spectrum"] = f"{run_dir()}/dataset/images.npy"
     if "classifier" in local_weights():
         inputs["weights"] = local_weights()["classifier"]
     return inputs
@@ -265,7 +268,12 @@ def compute_args():
 
 
 def decoder_arg(wildcards, input):
-    return f"--decoder {shlex.quote(input.decoder)}" if "decoder" in input.keys() else ""
+    """The pretrained method's decoder, or the maco method's photos: the chunk's own extra input."""
+    if "decoder" in input.keys():
+        return f"--decoder {shlex.quote(input.decoder)}"
+    if "spectrum" in input.keys():
+        return f"--spectrum-from {shlex.quote(os.path.dirname(input.spectrum))}"
+    return ""
 
 
 def folder_of(wildcards, output):

@@ -13,7 +13,7 @@ rule score:
     output:
         scores=f"{run_dir()}/scores/{{method}}/{{kind}}/{{chunk}}.parquet",
     wildcard_constraints:
-        method="scratch|pretrained|pixel",
+        method="|".join(METHODS),
         kind="class|filter|pair",
         chunk=r"chunk-\d{4}",
     params:
