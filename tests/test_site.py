@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from atlas.cli import main
+from atlas.formatting import number, percent
 from atlas.site import MARKER, slug
 from tests.site_synthetic import synthetic_index
 
@@ -181,7 +182,7 @@ def test_target_pages_link_their_neighbours(site: Path) -> None:
 def test_summary_means_are_the_index_means(site: Path) -> None:
     df = pd.read_parquet(site / "index.parquet")
     mean = df[(df.kind == "class") & (df.method == "scratch")]["judge_prob"].mean()
-    assert f"{mean:.4g}" in (site / "summary.html").read_text()
+    assert f"<td>{percent(mean)}</td>" in (site / "summary.html").read_text()
 
 
 def test_slug_is_file_name_safe_and_unique() -> None:
@@ -247,3 +248,34 @@ def test_the_workflow_rule_renders_the_site_from_the_index(tmp_path: Path) -> No
     assert (run / "site" / "index.html").is_file() and (run / "site" / "class-0001.html").is_file()
     assert "wrote the site of 7 targets" in (run / "logs" / "site.log").read_text()
     assert (run / "benchmarks" / "site.tsv").is_file()
+
+
+NBSP = "\u00a0"
+
+
+@pytest.mark.parametrize(("p", "text"), [
+    (None, "–"), (float("nan"), "–"), (float("inf"), "–"), (0, "0 %"), (0.0, "0 %"), (1, "100 %"), (1.0, "100 %"),
+    (1e-9, "< 0.001 %"), (0.000_01, "0.001 %"), (0.0008013, "0.0801 %"), (0.5, "50 %"), (0.9731, "97.3 %"),
+    (0.999, "99.9 %"), (0.9995, "> 99.9 %"), (0.99999, "> 99.9 %"), (1.000_000_1, "100 %"),
+])
+def test_probabilities_print_as_percentages_never_rounded_to_0_or_100(p: object, text: str) -> None:
+    assert percent(p) == text.replace(" %", NBSP + "%")
+
+
+@pytest.mark.parametrize(("v", "text"), [
+    (None, "–"), (float("nan"), "–"), (float("-inf"), "–"), (0, "0"), (0.0, "0"), (1, "1"), (1.0, "1"), (1e-9, "1e-9"),
+    (0.5, "0.5"), (0.99999, "1"), (0.00042, "4.2e-4"), (0.0012345, "0.00123"), (12.345, "12.3"), (-3.14159, "-3.14"),
+    (999.4, "999"), (999.7, "1000"), (12345.6, "12346"), (-12345.6, "-12346"), (2.5e7, "2.5e7"),
+    (123456789, "123456789"), (True, "yes"), (False, "no"),  # integers (ranks, seeds) exact
+])
+def test_other_numbers_print_to_3_significant_digits(v: object, text: str) -> None:
+    assert number(v) == text
+
+
+def test_no_page_prints_a_long_float(site: Path) -> None:
+    for path in site.glob("*.html"):
+        if path.name != "provenance.html":  # the run's configuration, as recorded
+            for decimal in re.findall(r"\d+\.\d+", " ".join(parse(path).text)):
+                assert len(decimal.replace(".", "").lstrip("0")) <= 3, (path.name, decimal)
+    page = "".join(parse(site / "class-0000.html").text)
+    assert f"{NBSP}%" in page

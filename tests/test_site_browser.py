@@ -9,6 +9,7 @@ not skips, without them.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -149,8 +150,9 @@ def test_grid_search_narrows_and_a_click_reaches_the_class(browser: webdriver.Ch
 
     # Sorting by D probability, high first: the grid's values in order, images without one last.
     Select(browser.find_element(By.ID, "sort")).select_by_visible_text("D probability")
-    lines = [c.find_elements(By.CSS_SELECTOR, "div.muted")[-1].text.split() for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")]
-    values = [float(w[1]) if w[0] == "D" and w[1] != "\u2013" else None for w in lines]
+    # Each card's last line: "D 97.3 % · judge 0.0801 % · robust 50 %" (a filter: "activation 12.3").
+    lines = [c.find_elements(By.CSS_SELECTOR, "div.muted")[-1].text for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")]
+    values = [float(m[1]) if (m := re.match(r"D ([0-9.]+)\s%", line)) else None for line in lines]
     probs = [v for v in values if v is not None]
     assert len(probs) == 14 and probs == sorted(probs, reverse=True) and values[:14] == probs
     Select(browser.find_element(By.ID, "sort")).select_by_visible_text("target order")

@@ -7,9 +7,11 @@ comes from the data (method names) is escaped here, by `escape`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from markupsafe import Markup, escape
+
+from atlas.formatting import number
 
 # Colour-blind-safe (Okabe-Ito), one per method in the site's method order.
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
@@ -17,10 +19,6 @@ COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
 
 def colour(i: int) -> str:
     return COLOURS[i % len(COLOURS)]
-
-
-def _num(x: float) -> str:
-    return f"{x:.4g}"
 
 
 def loss_curves(series: Mapping[str, Sequence[float] | None], steps: Mapping[str, int | None],
@@ -50,7 +48,7 @@ def loss_curves(series: Mapping[str, Sequence[float] | None], steps: Mapping[str
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
     ]
     for v in (hi, (hi + lo) / 2, lo):
-        parts.append(f'<text x="{left - 4}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="11">{_num(v)}</text>')
+        parts.append(f'<text x="{left - 4}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="11">{number(v)}</text>')
     parts.append(f'<text x="{left}" y="{height - 18}" font-size="11">0</text>')
     parts.append(f'<text x="{left + pw}" y="{height - 18}" text-anchor="end" font-size="11">{xmax}</text>')
     parts.append(f'<text x="{left + pw / 2}" y="{height - 4}" text-anchor="middle" font-size="11">step</text>')
@@ -83,8 +81,9 @@ def loss_curves(series: Mapping[str, Sequence[float] | None], steps: Mapping[str
 
 
 def histogram(values: Sequence[float | None], colour_: str, lo: float = 0.0, hi: float = 1.0, bins: int = 20,
-              width: int = 220, height: int = 90, label: str = "") -> Markup:
-    """Bars of the counts of `values` in `bins` equal bins over [lo, hi] (values outside clipped)."""
+              width: int = 220, height: int = 90, label: str = "", fmt: Callable[[float], str] = number) -> Markup:
+    """Bars of the counts of `values` in `bins` equal bins over [lo, hi] (values outside clipped);
+    the axis ends printed by `fmt`."""
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
     counts = [0] * bins
     for v in vals:
@@ -103,8 +102,8 @@ def histogram(values: Sequence[float | None], colour_: str, lo: float = 0.0, hi:
         if n:
             h = ph * n / peak
             parts.append(f'<rect x="{k * bw + 0.5:.1f}" y="{top + ph - h:.1f}" width="{bw - 1:.1f}" height="{h:.1f}" fill="{colour_}"/>')
-    parts.append(f'<text x="0" y="{height - 3}" font-size="10">{_num(lo)}</text>')
-    parts.append(f'<text x="{width}" y="{height - 3}" font-size="10" text-anchor="end">{_num(hi)}</text>')
+    parts.append(f'<text x="0" y="{height - 3}" font-size="10">{escape(fmt(lo))}</text>')
+    parts.append(f'<text x="{width}" y="{height - 3}" font-size="10" text-anchor="end">{escape(fmt(hi))}</text>')
     parts.append(f'<text x="{width}" y="10" font-size="10" text-anchor="end">n={len(vals)}, max bin {max(counts)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
