@@ -64,6 +64,15 @@ GRID_SCORES = (
 _PROB_SCORES = (("d_prob", "D probability"), ("judge_prob", "judge probability"), ("robust_prob", "robust probability"))
 _FILTER_SCORES = (("d_activation", "D activation"), ("robust_activation", "robust activation (ratio)"))
 _PROB_COLUMNS = {"d_prob", "judge_prob", "robust_prob", "robust_prob_min"}
+# One line per method for the summary page; a method not listed here is shown without one.
+METHOD_DESCRIPTIONS = {
+    "scratch": "a generator network trained from scratch for each target, all its weights optimised (the paper's first method)",
+    "pretrained": "only the input code of a generator pretrained as a denoising autoencoder's decoder is optimised "
+                  "(the paper's second method)",
+    "pixel": "the pixels optimised directly, the classic baseline the paper compares against (its Figure 1)",
+    "fourier": "a colour-decorrelated Fourier image optimised under random transformations (the feature-visualisation standard of lucid)",
+    "maco": "only the phase of a Fourier image is optimised, its magnitude fixed to that of natural photos (MACO, Fel et al. 2023)",
+}
 
 
 def slug(text: str) -> str:
@@ -248,6 +257,64 @@ def _stats(values: list[Any]) -> tuple[float | None, float | None]:
     return (statistics.fmean(vals), statistics.median(vals)) if vals else (None, None)
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """One method's row of the summary's comparison of the class targets: counts are out of `n`, the
+    method's class targets, a failed one counting as a miss; means are over the images that have
+    the score."""
+
+    method: str
+    n: int
+    failed: int
+    d_over_half: int  # D's probability of the class > 0.5
+    judge_top1: int  # the judge ranks the class first
+    judge_top5: int  # ... among its first five
+    judge_prob_mean: float | None
+    distinct_top1: int  # different classes among the judge's top-1 predictions
+    seconds_mean: float | None
+
+    def cells(self) -> list[tuple[str, str | None]]:
+        """The printed cells after the method's name: (value, share in percent or None)."""
+        def share(k: int) -> tuple[str, str | None]:
+            return f"{k}/{self.n}", percent(k / self.n) if self.n else None
+
+        images = f"{self.n}" + (f" ({self.failed} failed)" if self.failed else "")
+        return [(images, None), share(self.d_over_half), share(self.judge_top1), share(self.judge_top5),
+                (percent(self.judge_prob_mean), None), (str(self.distinct_top1), None),
+                (number(self.seconds_mean), None)]
+
+
+COMPARISON_COLUMNS = (
+    ("images", "class targets of the method (failed ones have no image and count as misses)"),
+    ("D prob > 0.5", "D, the classifier the images were made for, gives the class a probability above one half"),
+    ("judge top-1", "the independent judge classifier ranks the class first"),
+    ("judge top-5", "the judge ranks the class among its first five"),
+    ("mean judge prob", "the judge's mean probability of the class"),
+    ("distinct judge top-1 labels", "how many different classes the judge sees first over the method's images: "
+                                    "low when the method paints the same thing for every class"),
+    ("seconds per image", "mean wall seconds of optimisation per image"),
+)
+
+
+def comparison(targets: list[TargetView], methods: list[str]) -> list[Comparison]:
+    """The methods side by side on the class targets: how often D and the judge read the class."""
+    rows = []
+    for m in methods:
+        got = [t.rows[m] for t in targets if t.kind == "class" and m in t.rows]
+        if not got:
+            continue
+        ranks = [r["judge_rank"] for r in got if r["judge_rank"] is not None]
+        rows.append(Comparison(
+            method=m, n=len(got), failed=sum(bool(r["failed"]) for r in got),
+            d_over_half=sum(r["d_prob"] is not None and r["d_prob"] > 0.5 for r in got),
+            judge_top1=sum(k == 1 for k in ranks), judge_top5=sum(k <= 5 for k in ranks),
+            judge_prob_mean=_stats([r["judge_prob"] for r in got])[0],
+            distinct_top1=len({r["judge_top5"][0] for r in got if r["judge_top5"]}),
+            seconds_mean=_stats([r["seconds"] for r in got])[0],
+        ))
+    return rows
+
+
 def summary(targets: list[TargetView], methods: list[str]) -> list[dict[str, Any]]:
     """Per kind: a table of mean/median scores per method and their histograms (inline SVG)."""
     sections = []
@@ -381,7 +448,9 @@ def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE) -> Path:
         for lp in layer_pages:
             page(lp["page"], "layer.html", layer=lp)
         page("pairs.html", "pairs.html", targets=[t for t in targets if t.kind in ("pair", "group")])
-        page("summary.html", "summary.html", sections=summary(targets, methods))
+        page("summary.html", "summary.html", comparison=comparison(targets, methods), comparison_columns=COMPARISON_COLUMNS,
+             colours={m["name"]: m["colour"] for m in common["methods"]}, descriptions=METHOD_DESCRIPTIONS,
+             sections=summary(targets, methods))
         columns = {c.name: sorted({value(v) for v in table.column(c.name).to_pylist()}) for c in INDEX_COLUMNS if c.group == "provenance"}
         page("provenance.html", "provenance.html", provenance=provenance,
              provenance_json=json.dumps(provenance, indent=2, sort_keys=True, ensure_ascii=False), columns=columns)
