@@ -2,15 +2,21 @@
 network, opens every page from file:// (under a sub-path with spaces) and finds no failed request,
 no console error and every image decoded; the grid's search narrows it; a click reaches a class.
 
-Needs the Debian packages `chromium` and `chromium-driver` (.ci/run installs them): the test fails,
-not skips, without them.
+Needs the Debian packages `chromium` and `chromium-driver`. When either program is missing, the
+browser fixture installs both with apt-get (`apt-get install -y --no-install-recommends chromium
+chromium-driver`, after `apt-get update` when that first try fails), as tests/harness/slurm/install.sh
+installs SLURM; with both present it does nothing. Where it cannot install them (not root, no
+apt-get, the install failed) the tests fail, not skip, with one line saying why.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,22 +46,68 @@ OFFLINE_FLAGS = (
 )
 
 
-def _find(*names: str) -> str:
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail(f"{names[0]} is not installed: apt-get install -y chromium chromium-driver (as .ci/run does)")
+PACKAGES = ("chromium", "chromium-driver")
+INSTALL = f"apt-get install -y --no-install-recommends {' '.join(PACKAGES)}"
+APT_LOG = Path(tempfile.gettempdir()) / "atlas-chromium-apt.log"
+APT_TIMEOUT_S = 900
+
+
+def _programs() -> tuple[str | None, str | None]:
+    """The paths of Chromium and chromedriver, None for one that is not on PATH."""
+    return shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+
+
+def _apt(log: Path, *args: str) -> int:
+    """apt-get `args`, its output appended to `log`; waits for another apt run to let go of its lock."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with log.open("a") as out:
+        out.write(f"$ apt-get {' '.join(args)}\n")
+        out.flush()
+        try:
+            return subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=300", *args], stdin=subprocess.DEVNULL,
+                                  stdout=out, stderr=subprocess.STDOUT, env=env, timeout=APT_TIMEOUT_S, check=False).returncode
+        except subprocess.TimeoutExpired:
+            out.write(f"timed out after {APT_TIMEOUT_S} s\n")
+            return 124
+
+
+def _install() -> None:
+    """Install Chromium and its driver from Debian, or fail the tests with one line saying why not."""
+    if os.name != "posix" or os.geteuid() != 0:
+        pytest.fail(f"Chromium or chromedriver is missing and installing them needs root: run `{INSTALL}` as root", pytrace=False)
+    if shutil.which("apt-get") is None:
+        pytest.fail("Chromium or chromedriver is missing and there is no apt-get to install them: "
+                    "install Chromium and its matching chromedriver on PATH", pytrace=False)
+    APT_LOG.write_text("")
+    install = ("install", "-y", "-q", "--no-install-recommends", *PACKAGES)
+    if _apt(APT_LOG, *install) != 0:  # the package lists may be missing (a fresh machine) or stale
+        _apt(APT_LOG, "update", "-q")
+        if _apt(APT_LOG, *install) != 0:
+            last = [line for line in APT_LOG.read_text(errors="replace").splitlines() if line.strip()][-1:]
+            pytest.fail(f"`{INSTALL}` failed ({last[0].strip() if last else 'no output'}); full log: {APT_LOG}", pytrace=False)
+
+
+def _browser_programs() -> tuple[str, str]:
+    """Chromium and chromedriver, installed first when either is missing."""
+    chromium, driver = _programs()
+    if chromium is None or driver is None:
+        _install()
+        chromium, driver = _programs()
+        if chromium is None or driver is None:
+            pytest.fail(f"`{INSTALL}` succeeded but {'chromium' if chromium is None else 'chromedriver'} is still not on PATH",
+                        pytrace=False)
+    return chromium, driver
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
+    chromium, chromedriver = _browser_programs()
     opts = Options()
-    opts.binary_location = _find("chromium", "chromium-browser")
+    opts.binary_location = chromium
     for flag in OFFLINE_FLAGS:
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(options=opts, service=Service(executable_path=_find("chromedriver")))
+    driver = webdriver.Chrome(options=opts, service=Service(executable_path=chromedriver))
     try:
         yield driver
     finally:
