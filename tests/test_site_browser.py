@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -30,10 +29,19 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from atlas.cli import main
+from atlas.formatting import number, percent
 from tests.site_synthetic import synthetic_index
 
 EVIL = "<script>alert(1)</script> & \"dq\" 'sq' a/b"
 FAILED_REASON = "the loss went NaN at step 7"
+# Scores at the edges of the number formats: the grid's script must print them as the pages do.
+EDGES = {
+    ("scratch", "class-0000"): {"d_prob": 1e-9, "judge_prob": 0.99999, "robust_prob": 0.5},
+    ("pretrained", "class-0000"): {"d_prob": 0.99999, "judge_prob": 1.0, "robust_prob": 0.9731},
+    ("pixel", "class-0000"): {"d_prob": 0.0008013, "judge_prob": 0.0, "robust_prob": 0.000_01},
+    ("scratch", "filter-features.3-0000"): {"d_activation": 12345.6},
+    ("pretrained", "filter-features.3-0000"): {"d_activation": 0.00042},
+}
 
 # Off the network: every host resolves to nothing and every request would go to a dead proxy;
 # no background traffic of the browser's own (updates, sync, metrics).
@@ -117,7 +125,7 @@ def browser() -> Iterator[webdriver.Chrome]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("browser") / "a sub path" / "run"
-    index = synthetic_index(root, labels={1: EVIL}, failed=[("pixel", "class-0002")])
+    index = synthetic_index(root, labels={1: EVIL}, failed=[("pixel", "class-0002")], overrides=EDGES)
     assert main(["site", "--index", str(index), "--out", str(root / "site")]) == 0
     # A page with a missing image and a script error: the checks below must catch both.
     (root / "site" / "broken-control.html").write_text(
@@ -200,13 +208,31 @@ def test_grid_search_narrows_and_a_click_reaches_the_class(browser: webdriver.Ch
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
 
+    # Each card's last line prints its scores as the pages do (atlas.formatting): "D 97.3 % · judge
+    # 0.0801 % · robust 50 %", or "activation 12.3" for a filter; the browser's text has plain spaces.
+    text = (site / "data" / "index.js").read_text(encoding="ascii")
+    data = json.loads(text[len("window.ATLAS_INDEX="):-2])
+
+    def shown(row: list) -> str:
+        scores = row[8:]
+        if scores[0] is None and row[7] is None:
+            return " ".join(f"activation {number(scores[4])}".split())
+        return " ".join(f"D {percent(scores[0])} \u00b7 judge {percent(scores[1])} \u00b7 robust {percent(scores[2])}".split())
+
+    def lines() -> list[str]:
+        return [" ".join(c.find_elements(By.CSS_SELECTOR, "div.muted")[-1].text.split())
+                for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")]
+
+    assert lines() == [shown(r) for r in data["rows"]]
+    for edge in ("D < 0.001 % \u00b7 judge > 99.9 % \u00b7 robust 50 %", "D > 99.9 % \u00b7 judge 100 % \u00b7 robust 97.3 %",
+                 "D 0.0801 % \u00b7 judge 0 % \u00b7 robust 0.001 %", "activation 12346", "activation 4.2e-4"):
+        assert edge in lines(), edge
+
     # Sorting by D probability, high first: the grid's values in order, images without one last.
     Select(browser.find_element(By.ID, "sort")).select_by_visible_text("D probability")
-    # Each card's last line: "D 97.3 % · judge 0.0801 % · robust 50 %" (a filter: "activation 12.3").
-    lines = [c.find_elements(By.CSS_SELECTOR, "div.muted")[-1].text for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")]
-    values = [float(m[1]) if (m := re.match(r"D ([0-9.]+)\s%", line)) else None for line in lines]
-    probs = [v for v in values if v is not None]
-    assert len(probs) == 14 and probs == sorted(probs, reverse=True) and values[:14] == probs
+    with_d = sorted((r for r in data["rows"] if r[8] is not None), key=lambda r: -r[8])
+    assert lines()[:14] == [shown(r) for r in with_d] and len(with_d) == 14
+    assert all(not line.startswith("D ") or line.startswith("D \u2013") for line in lines()[14:])
     Select(browser.find_element(By.ID, "sort")).select_by_visible_text("target order")
 
     search = browser.find_element(By.ID, "q")

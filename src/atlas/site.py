@@ -221,16 +221,17 @@ def _method_order(names: Iterable[str]) -> list[str]:
 
 
 def _round(v: Any, prob: bool = False) -> Any:
-    """`v` to 4 significant digits; a probability under 1 stays under 1, so that the grid never
-    shows 100 % for an image that does not reach it."""
+    """`v` to 4 significant digits, or to a whole number from 1000 (which the pages print whole); a
+    probability under 1 stays under 1, so that the grid never shows 100 % for an image that does
+    not reach it."""
     if not isinstance(v, float):
         return v
-    r = float(f"{v:.4g}")
+    r = float(f"{v:.4g}") if abs(v) < 999.5 else float(round(v))
     return 0.9999 if prob and r >= 1.0 > v else r
 
 
 def grid_data(targets: list[TargetView], methods: list[str], kinds: list[str]) -> str:
-    """data/index.js: one row per image, fields by position (see atlas.js), numbers to 4 digits.
+    """data/index.js: one row per image, fields by position (see atlas.js), numbers rounded by `_round`.
 
     JSON with <, > and & as \\u escapes, so that no label can close a script or start markup."""
     rows = []
