@@ -208,31 +208,31 @@ def test_grid_search_narrows_and_a_click_reaches_the_class(browser: webdriver.Ch
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
 
-    # Each card's last line prints its scores as the pages do (atlas.formatting): "D 97.3 % · judge
-    # 0.0801 % · robust 50 %", or "activation 12.3" for a filter; the browser's text has plain spaces.
+    # Each card prints its scores one to a line as the pages do (atlas.formatting): "D 97.3 %",
+    # "judge 0.0801 %", "robust 50 %", or "activation 12.3" for a filter.
     text = (site / "data" / "index.js").read_text(encoding="ascii")
     data = json.loads(text[len("window.ATLAS_INDEX="):-2])
 
-    def shown(row: list) -> str:
+    def shown(row: list) -> list[str]:
         scores = row[8:]
         if scores[0] is None and row[7] is None:
-            return " ".join(f"activation {number(scores[4])}".split())
-        return " ".join(f"D {percent(scores[0])} \u00b7 judge {percent(scores[1])} \u00b7 robust {percent(scores[2])}".split())
+            return [f"activation {number(scores[4])}"]
+        return [" ".join(f"{name} {percent(p)}".split()) for name, p in zip(("D", "judge", "robust"), scores, strict=False)]
 
-    def lines() -> list[str]:
-        return [" ".join(c.find_elements(By.CSS_SELECTOR, "div.muted")[-1].text.split())
+    def lines() -> list[list[str]]:  # the browser's text has plain spaces for no-break ones
+        return [[" ".join(line.split()) for line in c.find_element(By.CSS_SELECTOR, ".scores").text.splitlines()]
                 for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")]
 
     assert lines() == [shown(r) for r in data["rows"]]
-    for edge in ("D < 0.001 % \u00b7 judge > 99.9 % \u00b7 robust 50 %", "D > 99.9 % \u00b7 judge 100 % \u00b7 robust 97.3 %",
-                 "D 0.0801 % \u00b7 judge 0 % \u00b7 robust 0.001 %", "activation 12346", "activation 4.2e-4"):
+    for edge in (["D < 0.001 %", "judge > 99.9 %", "robust 50 %"], ["D > 99.9 %", "judge 100 %", "robust 97.3 %"],
+                 ["D 0.0801 %", "judge 0 %", "robust 0.001 %"], ["activation 12346"], ["activation 4.2e-4"]):
         assert edge in lines(), edge
 
     # Sorting by D probability, high first: the grid's values in order, images without one last.
     Select(browser.find_element(By.ID, "sort")).select_by_visible_text("D probability")
     with_d = sorted((r for r in data["rows"] if r[8] is not None), key=lambda r: -r[8])
     assert lines()[:14] == [shown(r) for r in with_d] and len(with_d) == 14
-    assert all(not line.startswith("D ") or line.startswith("D \u2013") for line in lines()[14:])
+    assert all(card[0] in ("D \u2013",) or card[0].startswith("activation") for card in lines()[14:])
     Select(browser.find_element(By.ID, "sort")).select_by_visible_text("target order")
 
     search = browser.find_element(By.ID, "q")

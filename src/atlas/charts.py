@@ -23,7 +23,8 @@ def colour(i: int) -> str:
 
 def loss_curves(series: Mapping[str, Sequence[float] | None], steps: Mapping[str, int | None],
                 width: int = 520, height: int = 220) -> Markup:
-    """One polyline per method: the loss (y) against the optimisation step (x).
+    """One polyline per method: the loss (y) against the optimisation step (x), the legend on the
+    right (the chart is `width` plus the legend's width wide).
 
     Curves are stored subsampled (at most 250 points spread over the run), so point i of n sits at
     step i * (steps - 1) / (n - 1). Non-finite points break the line.
@@ -34,6 +35,9 @@ def loss_curves(series: Mapping[str, Sequence[float] | None], steps: Mapping[str
         return Markup('<p class="muted">No loss curve recorded.</p>')
     left, right, top, bottom = 64, 12, 12, 34
     pw, ph = width - left - right, height - top - bottom
+    # The legend sits right of the plot, never over the curves: a swatch line and the name.
+    legend = min(28 + 7 * max((len(m) for m in curves), default=0), 220)
+    width += legend
     lo, hi = min(finite), max(finite)
     if hi == lo:
         lo, hi = lo - 1.0, hi + 1.0
@@ -72,10 +76,9 @@ def loss_curves(series: Mapping[str, Sequence[float] | None], steps: Mapping[str
                 parts.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{colour(i)}"/>')
             elif seg:
                 parts.append(f'<polyline fill="none" stroke="{colour(i)}" stroke-width="1.5" points="{" ".join(seg)}"/>')
-        parts.append(
-            f'<text x="{left + pw - 4}" y="{top + 14 + 14 * i}" text-anchor="end" font-size="12" '
-            f'fill="{colour(i)}">{escape(method)}</text>'
-        )
+        ly = top + 10 + 16 * i
+        parts.append(f'<line x1="{left + pw + 10}" y1="{ly - 4}" x2="{left + pw + 24}" y2="{ly - 4}" stroke="{colour(i)}" stroke-width="2"/>')
+        parts.append(f'<text x="{left + pw + 28}" y="{ly}" font-size="12">{escape(method)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 

@@ -9,7 +9,7 @@
 - integers (ranks, steps, seeds, counts): exact.
 - missing (None, NaN, infinite): "–".
 
-The space before "%" is a no-break space, so that a value never wraps away from its unit.
+The spaces in a percentage ("97.3 %", "< 0.001 %") are no-break spaces: a value never wraps apart.
 `assets/atlas.js` prints the grid's numbers by the same rules.
 """
 
@@ -59,10 +59,10 @@ def percent(p: Any) -> str:
         return MISSING
     p = float(p)
     if 0 < p < 0.000_01:
-        return "< 0.001" + PERCENT
+        return "<\u00a00.001" + PERCENT
     text = f"{100 * p:.3g}"
     if p < 1 and float(text) >= 100:
-        return "> 99.9" + PERCENT
+        return ">\u00a099.9" + PERCENT
     return text + PERCENT
 
 

@@ -29,9 +29,9 @@
   }
   function pct(p) {
     if (p === null || p === undefined || !isFinite(p)) { return MISSING; }
-    if (p > 0 && p < 0.00001) { return "< 0.001" + PERCENT; }
+    if (p > 0 && p < 0.00001) { return "<\u00a00.001" + PERCENT; }
     var text = g3(100 * p);
-    if (p < 1 && Number(text) >= 100) { return "> 99.9" + PERCENT; }
+    if (p < 1 && Number(text) >= 100) { return ">\u00a099.9" + PERCENT; }
     return text + PERCENT;
   }
   function el(tag, cls, text) {
@@ -65,9 +65,13 @@
     }
     a.appendChild(el("div", "name", r[LABEL]));
     a.appendChild(el("div", "muted", name + " \u00b7 " + r[ID]));
-    a.appendChild(el("div", "muted", r[S0] === null && r[FAILED] === null
-      ? "activation " + num(r[S0 + 4])  // a filter: no probabilities
-      : "D " + pct(r[S0]) + " \u00b7 judge " + pct(r[S0 + 1]) + " \u00b7 robust " + pct(r[S0 + 2])));
+    // The scores, one to a line (a 128-pixel card has no room for two without wrapping mid-value).
+    var scores = el("div", "muted scores");
+    (r[S0] === null && r[FAILED] === null
+      ? ["activation " + num(r[S0 + 4])]  // a filter: no probabilities
+      : ["D " + pct(r[S0]), "judge " + pct(r[S0 + 1]), "robust " + pct(r[S0 + 2])]
+    ).forEach(function (line) { scores.appendChild(el("div", "", line)); });
+    a.appendChild(scores);
     hay.push((r[LABEL] + " " + r[ID]).toLowerCase());
     return a;
   });
