@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -51,10 +51,13 @@ def synthetic_index(
     run_dir: Path, n_classes: int = 4, methods: Sequence[str] = METHODS, labels: dict[int, str] | None = None,
     failed: Sequence[tuple[str, str]] = (), pairs: Sequence[tuple[int, int]] = ((0, 1),),
     filters: dict[str, int] | None = None, n_exemplars: int = 2, size: int = 16,
+    overrides: Mapping[tuple[str, str], Mapping[str, object]] | None = None,
 ) -> Path:
     """Write run_dir/index.parquet and its images; return the index path.
 
     `failed`: (method, target_id) pairs recorded as failed (no image). `filters`: layer -> channels.
+    `overrides`: (method, target_id) -> column values that replace the made-up ones (set last,
+    after a failed row's), for tests that need known scores.
     """
     labels = labels or {}
     filters = {"features.3": 2} if filters is None else filters
@@ -91,6 +94,7 @@ def synthetic_index(
                 rel = f"generate/{method}/{kind}/chunk-0000/{tid}.png"
                 _png(run_dir / rel, size, m_i * 100_000 + j)
                 row["image"] = rel
+            row.update((overrides or {}).get((method, tid), {}))
             rows.append(row)
     provenance = {
         "format": "atlas-index/1", "config": {"run": run_dir.name, "classes": f"0-{n_classes - 1}"},

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from atlas.cli import main
-from atlas.site import MARKER, slug
+from atlas.formatting import number, percent
+from atlas.site import MARKER, METHOD_DESCRIPTIONS, _method_order, _targets, comparison, load_index, slug
 from tests.site_synthetic import synthetic_index
 
 EVIL = "<script>alert(1)</script> & \"dq\" 'sq' a/b"
@@ -22,6 +23,35 @@ LABELS = {1: EVIL, 2: "tench & <b>bold</b>"}
 FAILED = [("pixel", "class-0002")]
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
 SCRIPTS = {"data/index.js", "assets/atlas.js"}
+
+
+def _judged(d_prob: float, rank: int, top1: int, judge_prob: float, seconds: float) -> dict[str, object]:
+    """A class target's scores: D's probability, the judge's rank of the class, its top-1 class, ..."""
+    return {"d_prob": d_prob, "judge_rank": rank, "judge_top5": [top1, 990, 991, 992, 993], "judge_prob": judge_prob,
+            "seconds": seconds}
+
+
+# The class targets' scores, chosen so that the comparison table's cells are known by construction.
+JUDGED = {
+    # scratch: D > 0.5 three times (0.9, 0.7, 0.51), judge top-1 twice, top-5 three times, top-1
+    # classes {0, 7, 2}, mean judge prob (0.8 + 0.1 + 0.6 + 0.02) / 4 = 38 %, mean seconds 3.
+    ("scratch", "class-0000"): _judged(0.9, 1, 0, 0.8, 2.0),
+    ("scratch", "class-0001"): _judged(0.7, 3, 7, 0.1, 4.0),
+    ("scratch", "class-0002"): _judged(0.4, 1, 2, 0.6, 3.0),
+    ("scratch", "class-0003"): _judged(0.51, 40, 7, 0.02, 3.0),
+    # pretrained: 0.5 is not above one half; rank 5 is in the top 5, rank 6 is not; top-1 classes
+    # {9, 3}; mean judge prob 1.26 / 4 = 31.5 %, mean seconds 11.5.
+    ("pretrained", "class-0000"): _judged(0.5, 5, 9, 0.05, 10.0),
+    ("pretrained", "class-0001"): _judged(0.99, 2, 9, 0.3, 11.0),
+    ("pretrained", "class-0002"): _judged(0.6, 6, 9, 0.01, 12.0),
+    ("pretrained", "class-0003"): _judged(0.2, 1, 3, 0.9, 13.0),
+    # pixel: fools D, never the judge, which sees class 111 in every image; class-0002 failed (a
+    # miss, no judge prob); mean judge prob 2e-6 (< 0.001 %), mean seconds 2 / 4 = 0.5.
+    ("pixel", "class-0000"): _judged(0.999, 300, 111, 1e-6, 0.25),
+    ("pixel", "class-0001"): _judged(0.98, 1000, 111, 2e-6, 0.5),
+    ("pixel", "class-0002"): {"seconds": 0.75},
+    ("pixel", "class-0003"): _judged(0.97, 7, 111, 3e-6, 0.5),
+}
 
 
 class _Page(HTMLParser):
@@ -54,6 +84,38 @@ class _Page(HTMLParser):
         self.text.append(data)
 
 
+class _Tables(HTMLParser):
+    """Every table of a page, in order: its class and its rows' cell texts (whitespace collapsed)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tables: list[tuple[str, list[list[str]]]] = []
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.tables.append((dict(attrs).get("class") or "", []))
+        elif tag == "tr" and self.tables:
+            self.tables[-1][1].append([])
+        elif tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self.cell is not None and self.tables:
+            self.tables[-1][1][-1].append(" ".join("".join(self.cell).split()))
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def tables(path: Path) -> list[tuple[str, list[list[str]]]]:
+    parser = _Tables()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser.tables
+
+
 def parse(path: Path) -> _Page:
     page = _Page()
     page.feed(path.read_text(encoding="utf-8"))
@@ -68,7 +130,7 @@ def build(tmp_path: Path, **kw: object) -> Path:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build(tmp_path_factory.mktemp("site"))
+    return build(tmp_path_factory.mktemp("site"), overrides=JUDGED)
 
 
 def grid_data(site: Path) -> dict:
@@ -181,7 +243,7 @@ def test_target_pages_link_their_neighbours(site: Path) -> None:
 def test_summary_means_are_the_index_means(site: Path) -> None:
     df = pd.read_parquet(site / "index.parquet")
     mean = df[(df.kind == "class") & (df.method == "scratch")]["judge_prob"].mean()
-    assert f"{mean:.4g}" in (site / "summary.html").read_text()
+    assert f"<td>{percent(mean)}</td>" in (site / "summary.html").read_text()
 
 
 def test_slug_is_file_name_safe_and_unique() -> None:
@@ -247,3 +309,105 @@ def test_the_workflow_rule_renders_the_site_from_the_index(tmp_path: Path) -> No
     assert (run / "site" / "index.html").is_file() and (run / "site" / "class-0001.html").is_file()
     assert "wrote the site of 7 targets" in (run / "logs" / "site.log").read_text()
     assert (run / "benchmarks" / "site.tsv").is_file()
+
+
+NBSP = "\u00a0"
+
+
+@pytest.mark.parametrize(("p", "text"), [
+    (None, "–"), (float("nan"), "–"), (float("inf"), "–"), (0, "0 %"), (0.0, "0 %"), (1, "100 %"), (1.0, "100 %"),
+    (1e-9, "< 0.001 %"), (0.000_01, "0.001 %"), (0.0008013, "0.0801 %"), (0.5, "50 %"), (0.9731, "97.3 %"),
+    (0.999, "99.9 %"), (0.9995, "> 99.9 %"), (0.99999, "> 99.9 %"), (1.000_000_1, "100 %"),
+])
+def test_probabilities_print_as_percentages_never_rounded_to_0_or_100(p: object, text: str) -> None:
+    assert percent(p) == text.replace(" ", NBSP)  # never wraps apart
+
+
+@pytest.mark.parametrize(("v", "text"), [
+    (None, "–"), (float("nan"), "–"), (float("-inf"), "–"), (0, "0"), (0.0, "0"), (1, "1"), (1.0, "1"), (1e-9, "1e-9"),
+    (0.5, "0.5"), (0.99999, "1"), (0.00042, "4.2e-4"), (0.0012345, "0.00123"), (12.345, "12.3"), (-3.14159, "-3.14"),
+    (999.4, "999"), (999.7, "1000"), (12345.6, "12346"), (-12345.6, "-12346"), (2.5e7, "2.5e7"),
+    (123456789, "123456789"), (True, "yes"), (False, "no"),  # integers (ranks, seeds) exact
+])
+def test_other_numbers_print_to_3_significant_digits(v: object, text: str) -> None:
+    assert number(v) == text
+
+
+def test_no_page_prints_a_long_float(site: Path) -> None:
+    for path in site.glob("*.html"):
+        if path.name != "provenance.html":  # the run's configuration, as recorded
+            for decimal in re.findall(r"\d+\.\d+", " ".join(parse(path).text)):
+                assert len(decimal.replace(".", "").lstrip("0")) <= 3, (path.name, decimal)
+    page = "".join(parse(site / "class-0000.html").text)
+    assert f"{NBSP}%" in page
+
+
+def test_the_summary_leads_with_the_comparison_of_the_methods_on_the_classes(site: Path) -> None:
+    # " ".join(text.split()) turns the no-break space before "%" into a plain one.
+    found = tables(site / "summary.html")
+    assert [cls for cls, _ in found][:2] == ["comparison", "summary"]  # first, before the per-kind tables
+    head, *rows = found[0][1]
+    assert head == ["method", "images", "D prob > 0.5", "judge top-1", "judge top-5", "mean judge prob",
+                    "distinct judge top-1 labels", "seconds per image"]
+    assert rows == [
+        ["scratch", "4", "3/4 (75 %)", "2/4 (50 %)", "3/4 (75 %)", "38 %", "3", "3"],
+        ["pretrained", "4", "2/4 (50 %)", "1/4 (25 %)", "3/4 (75 %)", "31.5 %", "2", "11.5"],
+        ["pixel", "4 (1 failed)", "3/4 (75 %)", "0/4 (0 %)", "0/4 (0 %)", "< 0.001 %", "1", "0.5"],
+    ]
+    text = (site / "summary.html").read_text(encoding="utf-8")
+    assert text.index('class="comparison"') < text.index("How to read it") < text.index('class="summary"')
+    # The same counts from the function, straight from the index.
+    table, _ = load_index(site / "index.parquet")
+    by_method = {c.method: c for c in comparison(_targets(table.to_pylist(), site), ["scratch", "pretrained", "pixel"])}
+    s, p, x = by_method["scratch"], by_method["pretrained"], by_method["pixel"]
+    assert (s.n, s.failed, s.d_over_half, s.judge_top1, s.judge_top5, s.distinct_top1) == (4, 0, 3, 2, 3, 3)
+    assert (p.n, p.failed, p.d_over_half, p.judge_top1, p.judge_top5, p.distinct_top1) == (4, 0, 2, 1, 3, 2)
+    assert (x.n, x.failed, x.d_over_half, x.judge_top1, x.judge_top5, x.distinct_top1) == (4, 1, 3, 0, 0, 1)
+    assert s.judge_prob_mean == pytest.approx(0.38) and p.judge_prob_mean == pytest.approx(0.315)
+    assert x.judge_prob_mean == pytest.approx(2e-6) and x.seconds_mean == pytest.approx(0.5)
+    assert s.seconds_mean == pytest.approx(3.0) and p.seconds_mean == pytest.approx(11.5)
+
+
+def test_the_summary_describes_each_known_method_in_the_site_order(tmp_path: Path) -> None:
+    names = ("maco", "pixel", "new-method", "scratch", "fourier", "pretrained")
+    index = synthetic_index(tmp_path / "run", methods=names, pairs=(), filters={})
+    assert main(["site", "--index", str(index), "--out", str(tmp_path / "site")]) == 0
+    order = _method_order(names)
+    assert order[:3] == ["scratch", "pretrained", "pixel"] and order[-1] == "new-method"  # unknown names last
+    found = tables(tmp_path / "site" / "summary.html")
+    assert found[0][0] == "comparison"
+    assert [row[0] for row in found[0][1][1:]] == order
+    page = _Notes()
+    page.feed((tmp_path / "site" / "summary.html").read_text(encoding="utf-8"))
+    described = [m for m in order if m in METHOD_DESCRIPTIONS]
+    assert described == [m for m in order if m != "new-method"]
+    assert page.notes == [(m, METHOD_DESCRIPTIONS[m]) for m in described]
+
+
+class _Notes(HTMLParser):
+    """The (method, description) pairs of the summary's list of methods."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.notes: list[tuple[str, str]] = []
+        self.inside = False
+        self.tag: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "dl" and dict(attrs).get("class") == "method-notes":
+            self.inside = True
+        elif self.inside and tag in ("dt", "dd"):
+            self.tag = tag
+            if tag == "dt":
+                self.notes.append(("", ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "dl":
+            self.inside = False
+        if tag in ("dt", "dd"):
+            self.tag = None
+
+    def handle_data(self, data: str) -> None:
+        if self.inside and self.tag:
+            m, d = self.notes[-1]
+            self.notes[-1] = (m + data.strip(), d) if self.tag == "dt" else (m, d + data)

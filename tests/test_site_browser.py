@@ -2,14 +2,20 @@
 network, opens every page from file:// (under a sub-path with spaces) and finds no failed request,
 no console error and every image decoded; the grid's search narrows it; a click reaches a class.
 
-Needs the Debian packages `chromium` and `chromium-driver` (.ci/run installs them): the test fails,
-not skips, without them.
+Needs the Debian packages `chromium` and `chromium-driver`. When either program is missing, the
+browser fixture installs both with apt-get (`apt-get install -y --no-install-recommends chromium
+chromium-driver`, after `apt-get update` when that first try fails), as tests/harness/slurm/install.sh
+installs SLURM; with both present it does nothing. Where it cannot install them (not root, no
+apt-get, the install failed) the tests fail, not skip, with one line saying why.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +29,19 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from atlas.cli import main
+from atlas.formatting import number, percent
 from tests.site_synthetic import synthetic_index
 
 EVIL = "<script>alert(1)</script> & \"dq\" 'sq' a/b"
 FAILED_REASON = "the loss went NaN at step 7"
+# Scores at the edges of the number formats: the grid's script must print them as the pages do.
+EDGES = {
+    ("scratch", "class-0000"): {"d_prob": 1e-9, "judge_prob": 0.99999, "robust_prob": 0.5},
+    ("pretrained", "class-0000"): {"d_prob": 0.99999, "judge_prob": 1.0, "robust_prob": 0.9731},
+    ("pixel", "class-0000"): {"d_prob": 0.0008013, "judge_prob": 0.0, "robust_prob": 0.000_01},
+    ("scratch", "filter-features.3-0000"): {"d_activation": 12345.6},
+    ("pretrained", "filter-features.3-0000"): {"d_activation": 0.00042},
+}
 
 # Off the network: every host resolves to nothing and every request would go to a dead proxy;
 # no background traffic of the browser's own (updates, sync, metrics).
@@ -39,22 +54,68 @@ OFFLINE_FLAGS = (
 )
 
 
-def _find(*names: str) -> str:
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail(f"{names[0]} is not installed: apt-get install -y chromium chromium-driver (as .ci/run does)")
+PACKAGES = ("chromium", "chromium-driver")
+INSTALL = f"apt-get install -y --no-install-recommends {' '.join(PACKAGES)}"
+APT_LOG = Path(tempfile.gettempdir()) / "atlas-chromium-apt.log"
+APT_TIMEOUT_S = 900
+
+
+def _programs() -> tuple[str | None, str | None]:
+    """The paths of Chromium and chromedriver, None for one that is not on PATH."""
+    return shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+
+
+def _apt(log: Path, *args: str) -> int:
+    """apt-get `args`, its output appended to `log`; waits for another apt run to let go of its lock."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with log.open("a") as out:
+        out.write(f"$ apt-get {' '.join(args)}\n")
+        out.flush()
+        try:
+            return subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=300", *args], stdin=subprocess.DEVNULL,
+                                  stdout=out, stderr=subprocess.STDOUT, env=env, timeout=APT_TIMEOUT_S, check=False).returncode
+        except subprocess.TimeoutExpired:
+            out.write(f"timed out after {APT_TIMEOUT_S} s\n")
+            return 124
+
+
+def _install() -> None:
+    """Install Chromium and its driver from Debian, or fail the tests with one line saying why not."""
+    if os.name != "posix" or os.geteuid() != 0:
+        pytest.fail(f"Chromium or chromedriver is missing and installing them needs root: run `{INSTALL}` as root", pytrace=False)
+    if shutil.which("apt-get") is None:
+        pytest.fail("Chromium or chromedriver is missing and there is no apt-get to install them: "
+                    "install Chromium and its matching chromedriver on PATH", pytrace=False)
+    APT_LOG.write_text("")
+    install = ("install", "-y", "-q", "--no-install-recommends", *PACKAGES)
+    if _apt(APT_LOG, *install) != 0:  # the package lists may be missing (a fresh machine) or stale
+        _apt(APT_LOG, "update", "-q")
+        if _apt(APT_LOG, *install) != 0:
+            last = [line for line in APT_LOG.read_text(errors="replace").splitlines() if line.strip()][-1:]
+            pytest.fail(f"`{INSTALL}` failed ({last[0].strip() if last else 'no output'}); full log: {APT_LOG}", pytrace=False)
+
+
+def _browser_programs() -> tuple[str, str]:
+    """Chromium and chromedriver, installed first when either is missing."""
+    chromium, driver = _programs()
+    if chromium is None or driver is None:
+        _install()
+        chromium, driver = _programs()
+        if chromium is None or driver is None:
+            pytest.fail(f"`{INSTALL}` succeeded but {'chromium' if chromium is None else 'chromedriver'} is still not on PATH",
+                        pytrace=False)
+    return chromium, driver
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
+    chromium, chromedriver = _browser_programs()
     opts = Options()
-    opts.binary_location = _find("chromium", "chromium-browser")
+    opts.binary_location = chromium
     for flag in OFFLINE_FLAGS:
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(options=opts, service=Service(executable_path=_find("chromedriver")))
+    driver = webdriver.Chrome(options=opts, service=Service(executable_path=chromedriver))
     try:
         yield driver
     finally:
@@ -64,7 +125,7 @@ def browser() -> Iterator[webdriver.Chrome]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("browser") / "a sub path" / "run"
-    index = synthetic_index(root, labels={1: EVIL}, failed=[("pixel", "class-0002")])
+    index = synthetic_index(root, labels={1: EVIL}, failed=[("pixel", "class-0002")], overrides=EDGES)
     assert main(["site", "--index", str(index), "--out", str(root / "site")]) == 0
     # A page with a missing image and a script error: the checks below must catch both.
     (root / "site" / "broken-control.html").write_text(
@@ -147,12 +208,31 @@ def test_grid_search_narrows_and_a_click_reaches_the_class(browser: webdriver.Ch
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
 
+    # Each card prints its scores one to a line as the pages do (atlas.formatting): "D 97.3 %",
+    # "judge 0.0801 %", "robust 50 %", or "activation 12.3" for a filter.
+    text = (site / "data" / "index.js").read_text(encoding="ascii")
+    data = json.loads(text[len("window.ATLAS_INDEX="):-2])
+
+    def shown(row: list) -> list[str]:
+        scores = row[8:]
+        if scores[0] is None and row[7] is None:
+            return [f"activation {number(scores[4])}"]
+        return [" ".join(f"{name} {percent(p)}".split()) for name, p in zip(("D", "judge", "robust"), scores, strict=False)]
+
+    def lines() -> list[list[str]]:  # the browser's text has plain spaces for no-break ones
+        return [[" ".join(line.split()) for line in c.find_element(By.CSS_SELECTOR, ".scores").text.splitlines()]
+                for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")]
+
+    assert lines() == [shown(r) for r in data["rows"]]
+    for edge in (["D < 0.001 %", "judge > 99.9 %", "robust 50 %"], ["D > 99.9 %", "judge 100 %", "robust 97.3 %"],
+                 ["D 0.0801 %", "judge 0 %", "robust 0.001 %"], ["activation 12346"], ["activation 4.2e-4"]):
+        assert edge in lines(), edge
+
     # Sorting by D probability, high first: the grid's values in order, images without one last.
     Select(browser.find_element(By.ID, "sort")).select_by_visible_text("D probability")
-    lines = [c.find_elements(By.CSS_SELECTOR, "div.muted")[-1].text.split() for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")]
-    values = [float(w[1]) if w[0] == "D" and w[1] != "\u2013" else None for w in lines]
-    probs = [v for v in values if v is not None]
-    assert len(probs) == 14 and probs == sorted(probs, reverse=True) and values[:14] == probs
+    with_d = sorted((r for r in data["rows"] if r[8] is not None), key=lambda r: -r[8])
+    assert lines()[:14] == [shown(r) for r in with_d] and len(with_d) == 14
+    assert all(card[0] in ("D \u2013",) or card[0].startswith("activation") for card in lines()[14:])
     Select(browser.find_element(By.ID, "sort")).select_by_visible_text("target order")
 
     search = browser.find_element(By.ID, "q")

@@ -7,9 +7,11 @@ comes from the data (method names) is escaped here, by `escape`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from markupsafe import Markup, escape
+
+from atlas.formatting import number
 
 # Colour-blind-safe (Okabe-Ito), one per method in the site's method order.
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
@@ -19,13 +21,10 @@ def colour(i: int) -> str:
     return COLOURS[i % len(COLOURS)]
 
 
-def _num(x: float) -> str:
-    return f"{x:.4g}"
-
-
 def loss_curves(series: Mapping[str, Sequence[float] | None], steps: Mapping[str, int | None],
                 width: int = 520, height: int = 220) -> Markup:
-    """One polyline per method: the loss (y) against the optimisation step (x).
+    """One polyline per method: the loss (y) against the optimisation step (x), the legend on the
+    right (the chart is `width` plus the legend's width wide).
 
     Curves are stored subsampled (at most 250 points spread over the run), so point i of n sits at
     step i * (steps - 1) / (n - 1). Non-finite points break the line.
@@ -36,6 +35,9 @@ def loss_curves(series: Mapping[str, Sequence[float] | None], steps: Mapping[str
         return Markup('<p class="muted">No loss curve recorded.</p>')
     left, right, top, bottom = 64, 12, 12, 34
     pw, ph = width - left - right, height - top - bottom
+    # The legend sits right of the plot, never over the curves: a swatch line and the name.
+    legend = min(28 + 7 * max((len(m) for m in curves), default=0), 220)
+    width += legend
     lo, hi = min(finite), max(finite)
     if hi == lo:
         lo, hi = lo - 1.0, hi + 1.0
@@ -50,7 +52,7 @@ def loss_curves(series: Mapping[str, Sequence[float] | None], steps: Mapping[str
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
     ]
     for v in (hi, (hi + lo) / 2, lo):
-        parts.append(f'<text x="{left - 4}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="11">{_num(v)}</text>')
+        parts.append(f'<text x="{left - 4}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="11">{number(v)}</text>')
     parts.append(f'<text x="{left}" y="{height - 18}" font-size="11">0</text>')
     parts.append(f'<text x="{left + pw}" y="{height - 18}" text-anchor="end" font-size="11">{xmax}</text>')
     parts.append(f'<text x="{left + pw / 2}" y="{height - 4}" text-anchor="middle" font-size="11">step</text>')
@@ -74,17 +76,17 @@ def loss_curves(series: Mapping[str, Sequence[float] | None], steps: Mapping[str
                 parts.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{colour(i)}"/>')
             elif seg:
                 parts.append(f'<polyline fill="none" stroke="{colour(i)}" stroke-width="1.5" points="{" ".join(seg)}"/>')
-        parts.append(
-            f'<text x="{left + pw - 4}" y="{top + 14 + 14 * i}" text-anchor="end" font-size="12" '
-            f'fill="{colour(i)}">{escape(method)}</text>'
-        )
+        ly = top + 10 + 16 * i
+        parts.append(f'<line x1="{left + pw + 10}" y1="{ly - 4}" x2="{left + pw + 24}" y2="{ly - 4}" stroke="{colour(i)}" stroke-width="2"/>')
+        parts.append(f'<text x="{left + pw + 28}" y="{ly}" font-size="12">{escape(method)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
 def histogram(values: Sequence[float | None], colour_: str, lo: float = 0.0, hi: float = 1.0, bins: int = 20,
-              width: int = 220, height: int = 90, label: str = "") -> Markup:
-    """Bars of the counts of `values` in `bins` equal bins over [lo, hi] (values outside clipped)."""
+              width: int = 220, height: int = 90, label: str = "", fmt: Callable[[float], str] = number) -> Markup:
+    """Bars of the counts of `values` in `bins` equal bins over [lo, hi] (values outside clipped);
+    the axis ends printed by `fmt`."""
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
     counts = [0] * bins
     for v in vals:
@@ -103,8 +105,8 @@ def histogram(values: Sequence[float | None], colour_: str, lo: float = 0.0, hi:
         if n:
             h = ph * n / peak
             parts.append(f'<rect x="{k * bw + 0.5:.1f}" y="{top + ph - h:.1f}" width="{bw - 1:.1f}" height="{h:.1f}" fill="{colour_}"/>')
-    parts.append(f'<text x="0" y="{height - 3}" font-size="10">{_num(lo)}</text>')
-    parts.append(f'<text x="{width}" y="{height - 3}" font-size="10" text-anchor="end">{_num(hi)}</text>')
+    parts.append(f'<text x="0" y="{height - 3}" font-size="10">{escape(fmt(lo))}</text>')
+    parts.append(f'<text x="{width}" y="{height - 3}" font-size="10" text-anchor="end">{escape(fmt(hi))}</text>')
     parts.append(f'<text x="{width}" y="10" font-size="10" text-anchor="end">n={len(vals)}, max bin {max(counts)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))

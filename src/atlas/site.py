@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from atlas import charts
 from atlas.errors import AtlasError
+from atlas.formatting import number, percent, value
 from atlas.io import atomic_dir
 from atlas.methods import METHODS
 from atlas.schema import INDEX_COLUMNS, PROVENANCE_KEY, check_index
@@ -62,6 +63,16 @@ GRID_SCORES = (
 # Scores summarised per method: probabilities where the kind has them, activations for filters.
 _PROB_SCORES = (("d_prob", "D probability"), ("judge_prob", "judge probability"), ("robust_prob", "robust probability"))
 _FILTER_SCORES = (("d_activation", "D activation"), ("robust_activation", "robust activation (ratio)"))
+_PROB_COLUMNS = {"d_prob", "judge_prob", "robust_prob", "robust_prob_min"}
+# One line per method for the summary page; a method not listed here is shown without one.
+METHOD_DESCRIPTIONS = {
+    "scratch": "a generator network trained from scratch for each target, all its weights optimised (the paper's first method)",
+    "pretrained": "only the input code of a generator pretrained as a denoising autoencoder's decoder is optimised "
+                  "(the paper's second method)",
+    "pixel": "the pixels optimised directly, the classic baseline the paper compares against (its Figure 1)",
+    "fourier": "a colour-decorrelated Fourier image optimised under random transformations (the feature-visualisation standard of lucid)",
+    "maco": "only the phase of a Fourier image is optimised, its magnitude fixed to that of natural photos (MACO, Fel et al. 2023)",
+}
 
 
 def slug(text: str) -> str:
@@ -209,12 +220,18 @@ def _method_order(names: Iterable[str]) -> list[str]:
     return [m for m in METHODS if m in names] + sorted(names - set(METHODS))
 
 
-def _round(v: Any) -> Any:
-    return float(f"{v:.4g}") if isinstance(v, float) else v
+def _round(v: Any, prob: bool = False) -> Any:
+    """`v` to 4 significant digits, or to a whole number from 1000 (which the pages print whole); a
+    probability under 1 stays under 1, so that the grid never shows 100 % for an image that does
+    not reach it."""
+    if not isinstance(v, float):
+        return v
+    r = float(f"{v:.4g}") if abs(v) < 999.5 else float(round(v))
+    return 0.9999 if prob and r >= 1.0 > v else r
 
 
 def grid_data(targets: list[TargetView], methods: list[str], kinds: list[str]) -> str:
-    """data/index.js: one row per image, fields by position (see atlas.js), numbers to 4 digits.
+    """data/index.js: one row per image, fields by position (see atlas.js), numbers rounded by `_round`.
 
     JSON with <, > and & as \\u escapes, so that no label can close a script or start markup."""
     rows = []
@@ -226,7 +243,7 @@ def grid_data(targets: list[TargetView], methods: list[str], kinds: list[str]) -
             index = list(r["classes"] or []) if t.kind != "filter" else list(r["channels"] or [])
             failed = (r["reason"] or "failed") if r["failed"] else None
             rows.append([t.id, 0 if t.slug == t.id else t.slug, methods.index(m), kinds.index(t.kind), t.label, index,
-                         r["layer"], failed, *(_round(r[k]) for k, _ in GRID_SCORES)])
+                         r["layer"], failed, *(_round(r[k], "_prob" in k) for k, _ in GRID_SCORES)])
     data = {
         "methods": methods, "method_slugs": [slug(m) for m in methods], "kinds": kinds,
         "scores": [name for _, name in GRID_SCORES], "rows": rows,
@@ -241,6 +258,64 @@ def _stats(values: list[Any]) -> tuple[float | None, float | None]:
     return (statistics.fmean(vals), statistics.median(vals)) if vals else (None, None)
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """One method's row of the summary's comparison of the class targets: counts are out of `n`, the
+    method's class targets, a failed one counting as a miss; means are over the images that have
+    the score."""
+
+    method: str
+    n: int
+    failed: int
+    d_over_half: int  # D's probability of the class > 0.5
+    judge_top1: int  # the judge ranks the class first
+    judge_top5: int  # ... among its first five
+    judge_prob_mean: float | None
+    distinct_top1: int  # different classes among the judge's top-1 predictions
+    seconds_mean: float | None
+
+    def cells(self) -> list[tuple[str, str | None]]:
+        """The printed cells after the method's name: (value, share in percent or None)."""
+        def share(k: int) -> tuple[str, str | None]:
+            return f"{k}/{self.n}", percent(k / self.n) if self.n else None
+
+        images = f"{self.n}" + (f" ({self.failed} failed)" if self.failed else "")
+        return [(images, None), share(self.d_over_half), share(self.judge_top1), share(self.judge_top5),
+                (percent(self.judge_prob_mean), None), (str(self.distinct_top1), None),
+                (number(self.seconds_mean), None)]
+
+
+COMPARISON_COLUMNS = (
+    ("images", "class targets of the method (failed ones have no image and count as misses)"),
+    ("D prob > 0.5", "D, the classifier the images were made for, gives the class a probability above one half"),
+    ("judge top-1", "the independent judge classifier ranks the class first"),
+    ("judge top-5", "the judge ranks the class among its first five"),
+    ("mean judge prob", "the judge's mean probability of the class"),
+    ("distinct judge top-1 labels", "how many different classes the judge sees first over the method's images: "
+                                    "low when the method paints the same thing for every class"),
+    ("seconds per image", "mean wall seconds of optimisation per image"),
+)
+
+
+def comparison(targets: list[TargetView], methods: list[str]) -> list[Comparison]:
+    """The methods side by side on the class targets: how often D and the judge read the class."""
+    rows = []
+    for m in methods:
+        got = [t.rows[m] for t in targets if t.kind == "class" and m in t.rows]
+        if not got:
+            continue
+        ranks = [r["judge_rank"] for r in got if r["judge_rank"] is not None]
+        rows.append(Comparison(
+            method=m, n=len(got), failed=sum(bool(r["failed"]) for r in got),
+            d_over_half=sum(r["d_prob"] is not None and r["d_prob"] > 0.5 for r in got),
+            judge_top1=sum(k == 1 for k in ranks), judge_top5=sum(k <= 5 for k in ranks),
+            judge_prob_mean=_stats([r["judge_prob"] for r in got])[0],
+            distinct_top1=len({r["judge_top5"][0] for r in got if r["judge_top5"]}),
+            seconds_mean=_stats([r["seconds"] for r in got])[0],
+        ))
+    return rows
+
+
 def summary(targets: list[TargetView], methods: list[str]) -> list[dict[str, Any]]:
     """Per kind: a table of mean/median scores per method and their histograms (inline SVG)."""
     sections = []
@@ -253,7 +328,8 @@ def summary(targets: list[TargetView], methods: list[str]) -> list[dict[str, Any
             if not got:
                 continue
             stats = [_stats([r[k] for r in got]) for k, _ in scores]
-            rows.append({"method": m, "n": len(got), "failed": sum(bool(r["failed"]) for r in got), "stats": stats})
+            shown = [tuple(map(percent if k in _PROB_COLUMNS else number, st)) for (k, _), st in zip(scores, stats, strict=True)]
+            rows.append({"method": m, "n": len(got), "failed": sum(bool(r["failed"]) for r in got), "stats": stats, "shown": shown})
             cells = []
             for k, name in scores:
                 vals = [r[k] for r in got]
@@ -261,7 +337,8 @@ def summary(targets: list[TargetView], methods: list[str]) -> list[dict[str, Any
                 lo, hi = (0.0, 1.0) if k.endswith("prob") else (min(finite, default=0.0), max(finite, default=1.0))
                 if hi <= lo:
                     hi = lo + 1.0
-                cells.append(charts.histogram(vals, charts.colour(i), lo, hi, label=f"{m} {name}"))
+                cells.append(charts.histogram(vals, charts.colour(i), lo, hi, label=f"{m} {name}",
+                                              fmt=percent if k in _PROB_COLUMNS else number))
             hists.append({"method": m, "cells": cells})
         sections.append({"kind": kind, "scores": [name for _, name in scores], "rows": rows, "hists": hists})
     return sections
@@ -274,21 +351,21 @@ def _top5(ids: list[int] | None, labels: list[str] | None) -> str | None:
     return ", ".join(f"{i} {n}".strip() for i, n in zip(ids, labels, strict=False))
 
 
-def score_table(t: TargetView, methods: list[str]) -> list[tuple[str, list[Any]]]:
-    """Rows (name, value per method) of a target page's score table."""
+def score_table(t: TargetView, methods: list[str]) -> list[tuple[str, list[str]]]:
+    """Rows (name, printed value per method) of a target page's score table."""
     ms = [m for m in methods if m in t.rows]
 
-    def row(name: str, fn: Any) -> tuple[str, list[Any]]:
-        return name, [fn(t.rows[m]) for m in ms]
+    def row(name: str, fn: Any, fmt: Any = value) -> tuple[str, list[str]]:
+        return name, [fmt(fn(t.rows[m])) for m in ms]
 
     return [
-        row("D activation", lambda r: r["d_activation"]), row("D probability", lambda r: r["d_prob"]),
+        row("D activation", lambda r: r["d_activation"]), row("D probability", lambda r: r["d_prob"], percent),
         row("D rank", lambda r: r["d_rank"]), row("D top-5", lambda r: _top5(r["d_top5"], r["d_top5_labels"])),
-        row("judge", lambda r: r["judge"]), row("judge probability", lambda r: r["judge_prob"]),
+        row("judge", lambda r: r["judge"]), row("judge probability", lambda r: r["judge_prob"], percent),
         row("judge rank", lambda r: r["judge_rank"]),
         row("judge top-5", lambda r: _top5(r["judge_top5"], r["judge_top5_labels"])),
-        row("robust probability (mean)", lambda r: r["robust_prob"]),
-        row("robust probability (min)", lambda r: r["robust_prob_min"]),
+        row("robust probability (mean)", lambda r: r["robust_prob"], percent),
+        row("robust probability (min)", lambda r: r["robust_prob_min"], percent),
         row("robust activation (ratio)", lambda r: r["robust_activation"]),
         row("final loss", lambda r: r["final_loss"]), row("steps", lambda r: r["steps"]),
         row("seed", lambda r: r["seed"]), row("seconds", lambda r: r["seconds"]),
@@ -296,22 +373,14 @@ def score_table(t: TargetView, methods: list[str]) -> list[tuple[str, list[Any]]
     ]
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def _environment() -> Environment:
     env = Environment(
         loader=PackageLoader("atlas", "templates"), autoescape=True, undefined=StrictUndefined,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
-    env.filters["fmt"] = _fmt
+    env.filters["fmt"] = value  # text as it is, numbers to 3 significant digits
+    env.filters["num"] = number
+    env.filters["pct"] = percent  # probabilities
     return env
 
 
@@ -380,8 +449,10 @@ def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE) -> Path:
         for lp in layer_pages:
             page(lp["page"], "layer.html", layer=lp)
         page("pairs.html", "pairs.html", targets=[t for t in targets if t.kind in ("pair", "group")])
-        page("summary.html", "summary.html", sections=summary(targets, methods))
-        columns = {c.name: sorted({_fmt(v) for v in table.column(c.name).to_pylist()}) for c in INDEX_COLUMNS if c.group == "provenance"}
+        page("summary.html", "summary.html", comparison=comparison(targets, methods), comparison_columns=COMPARISON_COLUMNS,
+             colours={m["name"]: m["colour"] for m in common["methods"]}, descriptions=METHOD_DESCRIPTIONS,
+             sections=summary(targets, methods))
+        columns = {c.name: sorted({value(v) for v in table.column(c.name).to_pylist()}) for c in INDEX_COLUMNS if c.group == "provenance"}
         page("provenance.html", "provenance.html", provenance=provenance,
              provenance_json=json.dumps(provenance, indent=2, sort_keys=True, ensure_ascii=False), columns=columns)
         shutil.copyfile(index, inside(tmp, "index.parquet"))

@@ -12,10 +12,27 @@
       kind = document.getElementById("kind"), sort = document.getElementById("sort"),
       order = document.getElementById("order"), count = document.getElementById("count");
 
-  function fmt(v) {
-    if (v === null || v === undefined) { return "\u2013"; }
-    if (Number.isInteger(v)) { return String(v); }
-    return Math.abs(v) >= 1000 ? v.toFixed(0) : v.toPrecision(3);
+  // Numbers as the pages print them (atlas.formatting): probabilities as percentages, 3 significant digits.
+  var MISSING = "\u2013", PERCENT = "\u00a0%";
+  function g3(v) { return String(Number(v.toPrecision(3))); }  // 3 significant digits, no trailing zeros
+  function exp3(v) {
+    var parts = v.toExponential(2).split("e");
+    return parts[0].replace(/\.?0+$/, "") + "e" + parseInt(parts[1], 10);
+  }
+  function num(v) {
+    if (v === null || v === undefined || !isFinite(v)) { return MISSING; }
+    var a = Math.abs(v);
+    if (a === 0) { return "0"; }
+    if (a >= 999500 || a < 0.0009995) { return exp3(v); }
+    if (a >= 999.5) { return v.toFixed(0); }
+    return g3(v);
+  }
+  function pct(p) {
+    if (p === null || p === undefined || !isFinite(p)) { return MISSING; }
+    if (p > 0 && p < 0.00001) { return "<\u00a00.001" + PERCENT; }
+    var text = g3(100 * p);
+    if (p < 1 && Number(text) >= 100) { return ">\u00a099.9" + PERCENT; }
+    return text + PERCENT;
   }
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -48,9 +65,13 @@
     }
     a.appendChild(el("div", "name", r[LABEL]));
     a.appendChild(el("div", "muted", name + " \u00b7 " + r[ID]));
-    a.appendChild(el("div", "muted", r[S0] === null && r[FAILED] === null
-      ? "activation " + fmt(r[S0 + 4])  // a filter: no probabilities
-      : "D " + fmt(r[S0]) + " \u00b7 judge " + fmt(r[S0 + 1]) + " \u00b7 robust " + fmt(r[S0 + 2])));
+    // The scores, one to a line (a 128-pixel card has no room for two without wrapping mid-value).
+    var scores = el("div", "muted scores");
+    (r[S0] === null && r[FAILED] === null
+      ? ["activation " + num(r[S0 + 4])]  // a filter: no probabilities
+      : ["D " + pct(r[S0]), "judge " + pct(r[S0 + 1]), "robust " + pct(r[S0 + 2])]
+    ).forEach(function (line) { scores.appendChild(el("div", "", line)); });
+    a.appendChild(scores);
     hay.push((r[LABEL] + " " + r[ID]).toLowerCase());
     return a;
   });
