@@ -252,3 +252,35 @@ def test_resume_after_sigkill(dataset: Path, tmp_path: Path, capsys: pytest.Capt
     expect = pd.read_parquet(straight / "losses.parquet")
     np.testing.assert_allclose(resumed["train_mse"], expect["train_mse"], rtol=1e-4)
     np.testing.assert_allclose(resumed["val_mse"], expect["val_mse"], rtol=1e-4)
+
+
+def test_the_perceptual_term_compares_the_classifiers_features(tmp_path: Path) -> None:
+    from atlas.autoencoder import Perceptual, perceptual_layers
+    from tests.tiny import tiny_classifier
+
+    clf = tiny_classifier()
+    assert perceptual_layers(clf) == ("conv", "act", "pool")  # spread over its first layers
+    term = Perceptual(clf, torch.device("cpu"))
+    y = torch.randn(2, 3, 32, 32)
+    assert term(y, y).item() == 0.0
+    x = y + 0.5 * torch.randn_like(y)
+    x.requires_grad_(True)
+    loss = term(x, y)
+    # each layer's squared error over the clean features' mean square: 3 layers, each O(1)
+    assert 0.01 < loss.item() < 30
+    (grad,) = torch.autograd.grad(loss, x)
+    assert grad.abs().sum() > 0
+    # the embedded classifier's table names layers it has
+    from atlas.classifier import load_classifier
+
+    lite0 = load_classifier("efficientnet-lite0", "default")
+    assert set(perceptual_layers(lite0)) <= set(lite0.layers)
+
+
+def test_a_perceptual_run_trains_and_records_its_weight(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "perceptual"
+    assert main([*_args(dataset, out, 1), "--classifier", "efficientnet-lite0", "--perceptual", "0.1"]) == 0
+    info = json.loads((out / "train.json").read_text())
+    assert info["config"]["perceptual"] == 0.1
+    assert main([*_args(dataset, tmp_path / "bad", 1), "--perceptual", "-1"]) == 2
+    assert "--perceptual must be a non-negative number" in capsys.readouterr().err

@@ -1,7 +1,9 @@
 """On the embedded classifier (real ImageNet weights): the methods really reach their targets.
 
 Budgets (stated, shorter than the defaults to keep the suite short on 2 CPU cores):
-scratch: width 0.25, 150 steps (default 500); pixel: 100 steps (default 200);
+scratch: width 0.25, 150 steps (default 500); pixel: 100 steps (default 200); fourier and maco
+(its magnitude the 1/f law, no photos): 50 steps (default 100), every method under its random
+transformations;
 pretrained on an *untrained* random decoder: 100 steps (default 1200), activation margin.
 """
 
@@ -15,7 +17,15 @@ from atlas.cli import main
 CLASSES = "class:285,967"  # Egyptian cat, espresso
 
 
-@pytest.mark.parametrize(("method", "extra"), [("scratch", ["--width", "0.25", "--steps", "150"]), ("pixel", ["--steps", "100"])])
+@pytest.mark.parametrize(
+    ("method", "extra"),
+    [
+        ("scratch", ["--width", "0.25", "--steps", "150"]),
+        ("pixel", ["--steps", "100"]),
+        ("fourier", ["--steps", "50"]),
+        ("maco", ["--steps", "50"]),
+    ],
+)
 def test_probability_above_one_half(tmp_path, method, extra) -> None:
     out = tmp_path / method
     assert main(["generate", "--method", method, "--targets", CLASSES, "--out", str(out), "--chunk-size", "2", *extra]) == 0

@@ -94,14 +94,25 @@ def test_a_single_frequency_maco_image_is_a_standardised_cosine() -> None:
 
 
 def test_the_photo_magnitude_of_a_known_photo() -> None:
-    col = torch.arange(SIZE, dtype=torch.float64)
-    wave = torch.zeros(1, 3, SIZE, SIZE, dtype=torch.float64)
-    wave[0, 2] = 0.1 * torch.cos(2 * math.pi * 3 * col / SIZE)  # decorrelated channel 2, frequency 3/8
+    size = 32
+    col = torch.arange(size, dtype=torch.float64)
+    wave = torch.zeros(1, 3, size, size, dtype=torch.float64)
+    wave[0, 2] = 0.1 * torch.cos(2 * math.pi * 6 * col / size)  # decorrelated channel 2, frequency 6/32
     rgb = (0.5 + recorrelate(wave)).float()
-    got = photo_magnitude(torch.cat([rgb, rgb]), SIZE)
-    expected = torch.zeros(3, SIZE, SIZE // 2 + 1)
-    expected[2, 0, 3] = 0.1 * SIZE / 2  # a cosine of amplitude A over 8 x 8 pixels: A * 8 / 2 (ortho)
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    got = photo_magnitude(torch.cat([rgb, rgb]), size)
+    assert got.shape == (3, size, size // 2 + 1)
+    # all its energy in channel 2, peaking at the cosine's frequency; the Hann window spreads it
+    # over its near neighbours only (under 2 % of the peak two entries away), and leaves nothing on the other axis
+    assert got[:2].abs().max() < 1e-5
+    assert divmod(int(got[2].argmax()), size // 2 + 1) == (0, 6)
+    assert got[2, :, :4].max() < 0.02 * got[2].max() and got[2, 2:-1].max() < 0.02 * got[2].max()
+    # a smooth ramp from dark (left) to light (right): periodic, its edges would be a jump that
+    # spreads over every horizontal frequency as 1/f; windowed, its high frequencies are empty
+    ramp = torch.linspace(0, 1, size).expand(1, 3, size, size)
+    spec = photo_magnitude(ramp, size)[0]
+    assert spec[0, 8:].max() < 1e-2 * spec[0, 1]
+    raw = torch.fft.rfft2(decorrelate(ramp.double() - 0.5), norm="ortho").abs()[0, 0, 0]
+    assert raw[8:].max() > 0.1 * raw[1]
 
 
 def test_the_1_over_f_law_without_photos() -> None:

@@ -8,6 +8,7 @@ rerun is what it would decide in the original.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import re
@@ -26,7 +27,7 @@ import pytest
 import yaml
 
 from atlas.errors import AtlasError
-from atlas.methods import MethodSettings
+from atlas.methods import METHODS, MethodSettings
 from atlas.plan import Chunk, class_targets, filter_targets, pair_targets, parse_indices, plan_chunks
 from atlas.schema import check_index
 from atlas.targets import parse_specs
@@ -90,8 +91,9 @@ def write_config(workdir: Path, change: Callable[[dict[str, Any]], None] | None 
 
 
 def only_pixel(cfg: dict[str, Any]) -> None:
-    for method in ("scratch", "pretrained"):
-        cfg["methods"][method]["enabled"] = False
+    for method in METHODS:
+        if method != "pixel":
+            cfg["methods"][method]["enabled"] = False
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +117,9 @@ def tiny_copy(tiny_run: Path, tmp_path: Path) -> Path:
 def test_end_to_end_writes_every_stage(tiny_run: Path) -> None:
     run = tiny_run / "results" / RUN
     records = pd.read_parquet(run / "records.parquet")
-    # 3 methods x (2 classes + 1 pair + 1 filter), one row each, every one with its image.
-    assert len(records) == 12 and not records["failed"].any()
-    assert set(records["method"]) == {"scratch", "pretrained", "pixel"}
+    # 5 methods x (2 classes + 1 pair + 1 filter), one row each, every one with its image.
+    assert len(records) == 20 and not records["failed"].any()
+    assert set(records["method"]) == set(METHODS) == {"scratch", "pretrained", "pixel", "fourier", "maco"}
     assert set(records["target_id"]) == {"class-0000", "class-0009", "pair-0009+0030", "filter-_blocks.4-0000"}
     assert not records.duplicated(["method", "target_id"]).any()
     for image in records["image"]:
@@ -139,7 +141,7 @@ def test_end_to_end_writes_every_stage(tiny_run: Path) -> None:
     assert (site / "index.html").is_file() and (site / "index.parquet").is_file()
     assert {f"{t}.html" for t in records["target_id"]} <= {p.name for p in site.glob("*.html")}
     # One log and one benchmark per job, none empty; the decoder the pretrained method used.
-    chunks = [f"{m}/{k}/chunk-0000" for m in ("scratch", "pretrained", "pixel") for k in ("class", "filter", "pair")]
+    chunks = [f"{m}/{k}/chunk-0000" for m in METHODS for k in ("class", "filter", "pair")]
     jobs = ["extract", "train_dae", "collect", "exemplars", "index", "site", *(f"generate/{c}" for c in chunks), *(f"score/{c}" for c in chunks)]  # fmt: skip
     for job in jobs:
         assert (run / "logs" / f"{job}.log").is_file(), job
@@ -147,6 +149,9 @@ def test_end_to_end_writes_every_stage(tiny_run: Path) -> None:
         assert len(bench) == 1 and bench.loc[0, "s"] > 0, job
     assert len(list((run / "autoencoder").glob("*/decoder.pt"))) == 1
     assert (run / "dataset" / "images.npy").is_file()
+    # The maco images' magnitude is the run's photos' spectrum, recorded with its dataset's hash.
+    spectrum = json.loads((run / "generate" / "maco" / "class" / "chunk-0000" / "run.json").read_text())["spectrum"]
+    assert spectrum["dataset"].endswith("dataset") and len(spectrum["sha256"]) == 64
     # Nothing left to do.
     assert planned_jobs(ok(snakemake(tiny_run, "-n"))) == {}
 
@@ -276,7 +281,7 @@ def test_the_paper_config_plans_all_1000_classes_without_importing_torch(tmp_pat
     targets: dict[str, list[str]] = {}
     for method, specs in re.findall(r"atlas generate --method (\w+) (.*?) --out ", text):
         targets.setdefault(method, []).extend(re.findall(r"--targets (\S+)", specs))
-    assert set(targets) == {"scratch", "pretrained", "pixel"}
+    assert set(targets) == set(METHODS)
     for method, specs in targets.items():
         classes = [int(c) for s in specs if s.startswith("class:") for c in s.removeprefix("class:").split(",")]
         assert sorted(classes) == list(range(1000)), method

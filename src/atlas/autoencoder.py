@@ -282,6 +282,11 @@ class TrainConfig:
     augment: bool = True
     schedule: str = "cosine"
     seed: int = 0
+    # Weight of the perceptual term: the classifier's features of the reconstruction against those
+    # of the clean image, each layer's squared error over its features' mean square (0: MSE alone,
+    # as the paper). The paper blames MSE for its decoder's blur; D's features reward the edges and
+    # textures D reads.
+    perceptual: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -303,6 +308,8 @@ class TrainConfig:
             raise AtlasError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
         if not (self.noise_std >= 0 and math.isfinite(self.noise_std)):
             raise AtlasError(f"--noise-std must be a non-negative number, got {self.noise_std}")
+        if not (self.perceptual >= 0 and math.isfinite(self.perceptual)):
+            raise AtlasError(f"--perceptual must be a non-negative number, got {self.perceptual}")
         encoder_channels(self.width)
 
 
@@ -530,7 +537,46 @@ def _lr(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
 
-def _train_epoch(run: _Run, train: _Images, cfg: TrainConfig, device: torch.device, epoch: int) -> float:
+# The classifier's layers whose features the perceptual term compares: early and middle ones (edges,
+# textures, parts), not the class evidence of the last ones.
+_PERCEPTUAL_LAYERS = {
+    "efficientnet-lite0": ("_blocks.1", "_blocks.3", "_blocks.5"),
+    "efficientnet-lite2": ("_blocks.2", "_blocks.5", "_blocks.8"),
+    "torchvision:vgg16": ("features.3", "features.8", "features.15"),
+}
+
+
+def perceptual_layers(classifier: Any) -> tuple[str, ...]:
+    """The layers of `classifier` (an `atlas.classifier.Classifier`) the perceptual term uses:
+    the table's, or three spread over the first third of its feature layers."""
+    if classifier.name in _PERCEPTUAL_LAYERS:
+        return _PERCEPTUAL_LAYERS[classifier.name]
+    names = list(classifier.layers)
+    last = min(len(names), max(3, len(names) // 3)) - 1
+    return tuple(dict.fromkeys(names[round(k * last / 2)] for k in (0, 1, 2)))
+
+
+class Perceptual:
+    """sum over layers of mean((phi(x) - phi(y))^2) / mean(phi(y)^2), phi the frozen classifier's
+    features (one pass over x and y together, stopped after the last layer)."""
+
+    def __init__(self, classifier: Any, device: torch.device) -> None:
+        self.classifier = classifier.to(device)
+        self.layers = perceptual_layers(classifier)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        acts = self.classifier.forward(torch.cat([x, y]), layers=self.layers, need_logits=False)
+        total = x.new_zeros(())
+        for name in self.layers:
+            fx, fy = acts.features[name].float().chunk(2)
+            fy = fy.detach()
+            total = total + ((fx - fy) ** 2).mean() / (fy**2).mean().clamp(min=1e-8)
+        return total
+
+
+def _train_epoch(
+    run: _Run, train: _Images, cfg: TrainConfig, device: torch.device, epoch: int, perceptual: Perceptual | None = None
+) -> float:
     model, opt = run.model, run.optimiser
     model.train()
     mean, std = _normaliser(cfg, device)
@@ -551,7 +597,10 @@ def _train_epoch(run: _Run, train: _Images, cfg: TrainConfig, device: torch.devi
             target = (x - mean) / std
             noise = torch.randn(x.shape, generator=run.gens["device"], device=device)
             noisy = (x + cfg.noise_std * noise - mean) / std
-            loss = F.mse_loss(model(noisy), target)
+            recon = model(noisy)
+            loss = F.mse_loss(recon, target)
+            if perceptual is not None:
+                loss = loss + cfg.perceptual * perceptual(recon, target)
             if not torch.isfinite(loss):
                 raise AtlasError(
                     f"training loss became {float(loss)} in epoch {epoch}; lower --lr (now {cfg.lr}) and "
@@ -691,12 +740,18 @@ def train(cfg: TrainConfig, images: np.ndarray, manifest: pd.DataFrame, out: Pat
             "on" if cfg.augment else "off", device,
         )
 
+    perceptual = None
+    if cfg.perceptual > 0:
+        from atlas.classifier import load_classifier
+
+        perceptual = Perceptual(load_classifier(cfg.classifier, "default", seed=cfg.seed), device)
+        log.info("perceptual term, weight %g, on %s's layers %s", cfg.perceptual, cfg.classifier, ", ".join(perceptual.layers))
     mean_image = _mean_image(train_set, cfg, device)
     mean_mse = _evaluate(model, val_set, cfg, device, mean_image)["mean_image_val_mse"]
     while run.epoch < cfg.epochs:
         epoch = run.epoch + 1
         t0 = time.perf_counter()
-        train_mse = _train_epoch(run, train_set, cfg, device, epoch)
+        train_mse = _train_epoch(run, train_set, cfg, device, epoch, perceptual)
         val = _evaluate(model, val_set, cfg, device)
         seconds = time.perf_counter() - t0
         run.history.append(
@@ -782,7 +837,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.paper:
         args.width, args.optimiser, args.lr, args.batch_size, args.epochs = 1.0, "adadelta", 1.0, 24, 400
-        args.schedule, args.augment, args.encoder = "constant", False, "paper"
+        args.schedule, args.augment, args.encoder, args.perceptual = "constant", False, "paper", 0.0
     if args.threads is not None:
         if args.threads < 1:
             raise AtlasError(f"--threads must be at least 1, got {args.threads}")
@@ -806,6 +861,7 @@ def run(args: argparse.Namespace) -> int:
         augment=bool(args.augment),
         schedule=args.schedule,
         seed=int(args.seed),
+        perceptual=float(args.perceptual),
     )
     device = pick_device(args.device)
     train(cfg, images, manifest, Path(args.out), device)
@@ -848,6 +904,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    "sets like the bundled one (default on)")
     p.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"],
                    help=f"learning rate over the run: cosine (from --lr down to 0) or constant (default {d['schedule']})")
+    p.add_argument("--perceptual", type=float, default=d["perceptual"], metavar="W",
+                   help="weight of a perceptual term (the classifier's early and middle features of the "
+                   f"reconstruction against the clean image's) added to the MSE (default {d['perceptual']}: MSE alone)")
     p.add_argument("--paper", action="store_true",
                    help="the authors' settings: their encoder, width 1.0, adadelta lr 1.0 constant, batch 24, 400 "
                    "epochs, no augmentation (overrides those flags; meant for the ImageNet dogs on a GPU)")

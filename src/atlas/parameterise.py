@@ -159,10 +159,14 @@ class ScratchG(_WithDecoder):
 
 
 class PretrainedG(_WithDecoder):
-    """The pretrained method: alpha (B x 3200, init ones) before a frozen, trained decoder.
+    """The pretrained method: alpha (B x 3200) before a frozen, trained decoder.
 
-    f = relu(alpha * eps) (with `alpha_relu`), eps ~ N(1, noise_std^2) (Keras GaussianDropout);
-    the decoder's BatchNorm uses its running statistics from autoencoder training (eval mode).
+    f = relu(alpha * eps) (with `alpha_relu`), eps ~ N(1, noise_std^2) (Keras GaussianDropout),
+    alpha init ones (the paper's). With `code_norm`, f = relu(LayerNorm(alpha * eps)) instead: the
+    code standardised over its 3200 values, as the autoencoder's encoders end, so that whatever
+    alpha becomes the decoder sees a code of its training codes' scale; alpha then starts from
+    N(0, 1), each target from its own draw (a constant alpha has no LayerNorm).
+    The decoder's BatchNorm uses its running statistics from autoencoder training (eval mode).
     R = reg_weight * sum alpha^2 (l2_sq, Keras' l2) or reg_weight * ||alpha||_2 (l2_norm).
     """
 
@@ -173,19 +177,30 @@ class PretrainedG(_WithDecoder):
         self._decode = self.decoder
         for p in self.decoder.parameters():
             p.requires_grad_(False)
-        self.alpha = nn.Parameter(torch.ones(self.batch, FEATURES, device=device))
+        if settings.code_norm:
+            init = torch.stack([torch.randn(FEATURES, generator=g) for g in cpu_generators(seeds)])
+        else:
+            init = torch.ones(self.batch, FEATURES)
+        self.initial = init.to(device)
+        self.alpha = nn.Parameter(init.clone().to(device))
         self.noise = _FeatureNoise(seeds, settings.noise_std, device)
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.alpha]
 
-    def images(self, noise: bool = True) -> torch.Tensor:
+    def code(self, noise: bool = True) -> torch.Tensor:
+        """The feature vector f fed to the decoder (B, 3200)."""
         f = self.alpha
         if noise and self.noise.std > 0:
             f = f * (1.0 + self.noise.std * self.noise.draw())
+        if self.settings.code_norm:
+            return torch.relu(nn.functional.layer_norm(f, (FEATURES,)))
         if self.settings.alpha_relu:
             f = torch.relu(f)
-        return self._generate(f)
+        return f
+
+    def images(self, noise: bool = True) -> torch.Tensor:
+        return self._generate(self.code(noise))
 
     def regulariser(self) -> torch.Tensor:
         s = self.settings
@@ -282,11 +297,17 @@ def power_law(h: int, w: int, decay: float = 1.0) -> torch.Tensor:
 def photo_magnitude(rgb: torch.Tensor, size: int) -> torch.Tensor:
     """The mean amplitude spectrum (3, size, size // 2 + 1) of photos `rgb` (N, 3, H, W) in [0, 1],
     in decorrelated colour (the space the magnitude-constrained image is built in), after resizing
-    them to `size` (antialiased) so that each entry is the same frequency as in the image made."""
+    them to `size` (antialiased) so that each entry is the same frequency as in the image made.
+
+    Each photo is windowed (a 2-D Hann window) before its transform: a photo is not periodic, and
+    the jump between its opposite edges would otherwise put a cross of energy on the axes of the
+    spectrum, which the image made with that magnitude shows as a grid of stripes."""
     if rgb.shape[-2:] != (size, size):
         shrink = rgb.shape[-1] > size
         rgb = nn.functional.interpolate(rgb, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
     x = decorrelate(rgb.double() - rgb.double().mean(dim=(2, 3), keepdim=True))
+    hann = torch.hann_window(size, periodic=False, dtype=torch.float64)
+    x = x * (hann[:, None] * hann[None, :])
     return torch.fft.rfft2(x, norm="ortho").abs().mean(dim=0).float()
 
 

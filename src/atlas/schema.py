@@ -48,7 +48,7 @@ class Column:
 INDEX_COLUMNS: tuple[Column, ...] = (
     # What the image is.
     Column("target_id", _str, "target", "target id: class-0009, pair-0009+0030, filter-<layer>-0003 (unique per method)"),
-    Column("method", _str, "target", "scratch, pretrained or pixel"),
+    Column("method", _str, "target", "scratch, pretrained, pixel, fourier or maco"),
     Column("kind", _str, "target", "class, pair (two classes), group (more) or filter"),
     Column("class_index", _int, "target", "the class index of a class target; null otherwise"),
     Column("classes", _ints, "target", "the target's class indices (one for a class, two for a pair, more for a group; empty for a filter)"),
