@@ -23,6 +23,11 @@ from atlas.methods import MethodSettings
 from atlas.runtime import Runtime
 
 
+def per_target(seeds: Sequence[int], draw: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
+    """The chunk's initial values (B, ...): row b drawn by `draw` from target b's own generator."""
+    return torch.stack([draw(g) for g in cpu_generators(seeds)])
+
+
 class _RollRows(torch.autograd.Function):
     """out[b] = x[b] rolled by shifts[b] over (H, W), as one gather whose backward is the gather
     of the inverse roll (a permutation: no scatter-add, exact and deterministic on every device)."""
@@ -178,7 +183,7 @@ class PretrainedG(_WithDecoder):
         for p in self.decoder.parameters():
             p.requires_grad_(False)
         if settings.code_norm:
-            init = torch.stack([torch.randn(FEATURES, generator=g) for g in cpu_generators(seeds)])
+            init = per_target(seeds, lambda g: torch.randn(FEATURES, generator=g))
         else:
             init = torch.ones(self.batch, FEATURES)
         self.initial = init.to(device)
@@ -213,7 +218,24 @@ class PretrainedG(_WithDecoder):
         raise ValueError(f"the pretrained method regularises with l2_sq, l2_norm or none, not {s.reg}")
 
 
-class Pixels(Parameterisation):
+class _Image(Parameterisation):
+    """A parameterisation of the image itself (no G): `size` x `size` RGB in [0, 1], mapped to D's
+    input space by `to_input`."""
+
+    def __init__(
+        self,
+        settings: MethodSettings,
+        seeds: Sequence[int],
+        size: int,
+        to_input: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
+        self.settings = settings
+        self.batch = len(seeds)
+        self.size = size
+        self.to_input = to_input  # rgb -> D's input space
+
+
+class Pixels(_Image):
     """The classic baseline: optimise the pixels (RGB in [0, 1], kept in range after every step),
     with a random shift of up to `jitter` pixels per step and an L2 pull towards grey."""
 
@@ -225,13 +247,8 @@ class Pixels(Parameterisation):
         to_input: Callable[[torch.Tensor], torch.Tensor],
         device: torch.device,
     ) -> None:
-        self.settings = settings
-        self.batch = len(seeds)
-        self.size = size
-        self.to_input = to_input  # rgb -> D's input space
-        init = torch.empty(self.batch, 3, size, size)
-        for b, gen in enumerate(cpu_generators(seeds)):
-            init[b] = 0.5 + 0.05 * torch.randn(3, size, size, generator=gen)
+        super().__init__(settings, seeds, size, to_input)
+        init = per_target(seeds, lambda g: 0.5 + 0.05 * torch.randn(3, size, size, generator=g))
         self.rgb = nn.Parameter(init.clamp(0, 1).to(device))
         # (dy, dx) of each step's jitter; kept on the CPU, where roll_rows builds its index
         j = settings.jitter
@@ -319,11 +336,8 @@ def standardise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / (std + 1e-4)
 
 
-class _Spectral(Parameterisation):
+class _Spectral(_Image):
     """Images made in the Fourier domain of decorrelated colour, then RGB = sigmoid(COLOUR @ x)."""
-
-    size: int
-    to_input: Callable[[torch.Tensor], torch.Tensor]
 
     def _colour(self, x: torch.Tensor) -> torch.Tensor:
         return self.to_input(torch.sigmoid(recorrelate(x)))
@@ -350,15 +364,9 @@ class FourierImage(_Spectral):
         to_input: Callable[[torch.Tensor], torch.Tensor],
         device: torch.device,
     ) -> None:
-        self.settings = settings
-        self.batch = len(seeds)
-        self.size = size
-        self.to_input = to_input
+        super().__init__(settings, seeds, size, to_input)
         shape = (3, size, size // 2 + 1, 2)
-        init = torch.empty(self.batch, *shape)
-        for b, gen in enumerate(cpu_generators(seeds)):
-            init[b] = 0.01 * torch.randn(shape, generator=gen)
-        self.spectrum = nn.Parameter(init.to(device))
+        self.spectrum = nn.Parameter(per_target(seeds, lambda g: 0.01 * torch.randn(shape, generator=g)).to(device))
         self.scale = power_law(size, size, settings.decay).to(device)[None, None, :, :, None]
 
     def parameters(self) -> list[torch.Tensor]:
@@ -386,20 +394,14 @@ class MagnitudeFourier(_Spectral):
         device: torch.device,
         magnitude: torch.Tensor | None = None,
     ) -> None:
-        self.settings = settings
-        self.batch = len(seeds)
-        self.size = size
-        self.to_input = to_input
+        super().__init__(settings, seeds, size, to_input)
         shape = (3, size, size // 2 + 1)
         if magnitude is None:
             magnitude = power_law(size, size, settings.decay).expand(shape)
         if tuple(magnitude.shape) != shape:
             raise ValueError(f"the magnitude spectrum is {tuple(magnitude.shape)}, the image needs {shape}")
         self.magnitude = magnitude.float().to(device)[None]
-        init = torch.empty(self.batch, *shape)
-        for b, gen in enumerate(cpu_generators(seeds)):
-            init[b] = torch.randn(shape, generator=gen)
-        self.phase = nn.Parameter(init.to(device))
+        self.phase = nn.Parameter(per_target(seeds, lambda g: torch.randn(shape, generator=g)).to(device))
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.phase]
