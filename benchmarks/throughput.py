@@ -59,13 +59,14 @@ from _bench import (
     write_json,
 )
 from atlas.classifier import Classifier, load_classifier
-from atlas.generate import GenerateConfig, _parameterisation, pick_device, resolve_decoder
+from atlas.generate import GenerateConfig, _parameterisation, pick_device, random_transforms, resolve_decoder
 from atlas.methods import MethodSettings, settings_for
 from atlas.objectives import Objective
 from atlas.optimise import chunk_loss, make_optimiser, optimise
 from atlas.parameterise import Parameterisation
 from atlas.runtime import PRECISIONS, SWITCHES, Runtime, resolve_runtime
 from atlas.targets import Target
+from atlas.transforms import RandomTransforms
 
 # The paper's budgets (atlas.methods, preset paper) and the atlas size of the issue.
 PAPER_STEPS = {m: settings_for(m, "paper").steps for m in ("scratch", "pretrained")}
@@ -74,21 +75,25 @@ CLASSES = 1000
 
 def _setup(
     clf: Classifier, method: str, chunk: int, width: float, device: torch.device, runtime: Runtime
-) -> tuple[MethodSettings, list[Objective], Parameterisation]:
+) -> tuple[MethodSettings, list[Objective], Parameterisation, RandomTransforms | None]:
+    """A chunk as `atlas generate` runs it: the method's default settings, its random
+    transformations when they are on (the default), the magnitude of maco the 1/f law."""
     s = settings_for(method, overrides={"width": str(width)})
     targets = [Target("class", (c % clf.num_classes,)) for c in range(chunk)]
     cfg = GenerateConfig(settings=s, decoder="random" if method == "pretrained" else None)
-    param = _parameterisation(cfg, clf, [t.seed(0) for t in targets], resolve_decoder(cfg), device)
+    seeds = [t.seed(0) for t in targets]
+    param = _parameterisation(cfg, clf, seeds, resolve_decoder(cfg), None, device)
     param.prepare(runtime)
-    return s, [t.objective(s.penalty, s.target_relu) for t in targets], param
+    return s, [t.objective(s.penalty, s.target_relu) for t in targets], param, random_transforms(s, clf, seeds, device)
 
 
 def flop_per_target_step(clf: Classifier, method: str, width: float, device: torch.device) -> int:
     """FLOP of one optimisation step of one target (fp32, uncompiled: the count is the model's)."""
-    s, objs, param = _setup(clf, method, 1, width, device, Runtime())
+    s, objs, param, transforms = _setup(clf, method, 1, width, device, Runtime())
     opt = make_optimiser(s, param.parameters())
     with FlopCounterMode(display=False) as counter:
-        loss = chunk_loss(clf, objs, param.images(noise=True)) + param.regulariser()
+        images = param.images(noise=True)
+        loss = chunk_loss(clf, objs, transforms(images) if transforms else images) + param.regulariser()
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
@@ -101,9 +106,9 @@ def ops_per_step(
     """Tensor operations one step dispatches: a 3-step run's minus a 1-step run's, halved."""
     counts = []
     for steps in (1, 3):
-        s, objs, param = _setup(clf, method, chunk, width, device, runtime)
+        s, objs, param, transforms = _setup(clf, method, chunk, width, device, runtime)
         with OpCounter() as counter:
-            optimise(clf, objs, param, replace(s, steps=steps, snapshots=1), runtime=runtime)
+            optimise(clf, objs, param, replace(s, steps=steps, snapshots=1), runtime=runtime, transforms=transforms)
         counts.append(counter.count)
     return (counts[1] - counts[0]) // 2
 
@@ -138,11 +143,12 @@ def measure_d_alone(clf: Classifier, chunk: int, steps: int, device: torch.devic
 def measure(
     clf: Classifier, method: str, chunk: int, steps: int, width: float, device: torch.device, runtime: Runtime
 ) -> dict[str, float]:
-    s, objs, param = _setup(clf, method, chunk, width, device, runtime)
-    optimise(clf, objs, param, replace(s, steps=2, snapshots=1), runtime=runtime)  # warm-up (and compile)
+    s, objs, param, transforms = _setup(clf, method, chunk, width, device, runtime)
+    run = replace(s, snapshots=1)
+    optimise(clf, objs, param, replace(run, steps=2), runtime=runtime, transforms=transforms)  # warm-up (and compile)
     reset_peak_memory(device)
     with Clock(device) as clock:
-        optimise(clf, objs, param, replace(s, steps=steps, snapshots=1), runtime=runtime)
+        optimise(clf, objs, param, replace(run, steps=steps), runtime=runtime, transforms=transforms)
     return {
         "sec_per_step": clock.wall / steps,
         "cpu_per_step": clock.cpu / steps,

@@ -59,6 +59,9 @@ def test_outputs_and_records(tmp_path, capsys) -> None:
         (["--targets", "class:1", "--weights", "/nonexistent.pth"], "does not exist"),
         (["--targets", "class:1", "--image-size", "8"], "--image-size 8 is out of range"),
         (["--targets", "class:1", "--set", "reg=l1_gamma"], "the pixel method cannot regularise with l1_gamma"),
+        (["--targets", "class:1", "--spectrum-from", "ds"], "--spectrum-from is for the maco method"),
+        (["--targets", "class:1", "--set", "rotate=90"], "rotate is the largest rotation in degrees, 0..45"),
+        (["--targets", "class:1", "--set", "transforms=maybe"], "setting transforms takes true or false"),
     ],
 )
 def test_bad_input_is_a_one_line_error_exit_2_and_no_output(tmp_path, capsys, args, message) -> None:
@@ -69,6 +72,15 @@ def test_bad_input_is_a_one_line_error_exit_2_and_no_output(tmp_path, capsys, ar
     assert len(lines) == 1 and message in lines[0], err
     assert not out.exists()
     assert not list(tmp_path.iterdir())
+
+
+def test_maco_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code, err = run(capsys, "--method", "maco", "--targets", "class:1", "--steps", "1", "--out", str(out),
+                    "--spectrum-from", str(tmp_path / "nodata"))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "nodata" in lines[0], err
+    assert not out.exists()
 
 
 def test_pretrained_needs_a_decoder(tmp_path, capsys) -> None:

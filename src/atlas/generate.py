@@ -30,20 +30,20 @@ from tqdm import tqdm
 
 from atlas import __version__
 from atlas.classifier import Classifier, load_classifier
+from atlas.data import load_dataset, recorded_sha256
 from atlas.errors import AtlasError
 from atlas.generator import Decoder, load_decoder
 from atlas.io import atomic_dir, write_parquet, write_text
 from atlas.metadata import file_sha256, git_commit, versions
 from atlas.methods import METHODS, PRESETS, MethodSettings, settings_for
 from atlas.optimise import optimise
-from atlas.data import load_dataset, recorded_sha256
 from atlas.parameterise import (
     FourierImage, MagnitudeFourier, Parameterisation, Pixels, PretrainedG, ScratchG, photo_magnitude,
 )
 from atlas.runtime import PRECISIONS, SWITCHES, Runtime, resolve_runtime
 from atlas.scores import dequantise, quantise, score
-from atlas.transforms import RandomTransforms, TransformSpec
 from atlas.targets import Target, check_targets, parse_specs
+from atlas.transforms import RandomTransforms, TransformSpec
 
 log = logging.getLogger(__name__)
 
