@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     encoder = ThumbnailEncoder()
     encoder.load_state_dict(blob["encoder"])
     images, _ = load_dataset(args.dataset)
-    rgb = torch.from_numpy(np.ascontiguousarray(images[:64])).permute(0, 3, 1, 2).float() / 255.0
+    rgb = torch.from_numpy(np.array(images[:64])).permute(0, 3, 1, 2).float() / 255.0
     with torch.no_grad():
         codes = encoder(classifier.normalise(rgb))
         describe("dataset photos' codes", codes, decoder(codes), classifier)

@@ -3,8 +3,10 @@ image, the colour decorrelation inverts, the magnitude constraint holds whatever
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,3 +120,22 @@ def test_the_photo_magnitude_of_a_known_photo() -> None:
 def test_the_1_over_f_law_without_photos() -> None:
     p = MagnitudeFourier(settings_for("maco"), [0], SIZE, _identity, CPU)
     torch.testing.assert_close(p.magnitude[0], power_law(SIZE, SIZE).expand(3, -1, -1))
+
+
+def test_maco_takes_its_magnitude_from_a_dataset_and_records_it(tmp_path) -> None:
+    from atlas.generate import GenerateConfig, generate, resolve_magnitude
+    from atlas.targets import parse_specs
+    from tests.tiny import tiny_classifier, write_dataset
+
+    rng = np.random.default_rng(0)
+    data = write_dataset(tmp_path / "ds", rng.integers(0, 256, (5, 48, 48, 3), dtype=np.uint8))
+    clf = tiny_classifier()
+    cfg = GenerateConfig(settings=settings_for("maco", overrides={"steps": "2"}), spectrum=str(data))
+    magnitude = resolve_magnitude(cfg, clf.input_size)
+    assert magnitude is not None and magnitude.shape == (3, 32, 17)
+    # the photos' spectrum, each photo resized to D's input size first
+    photos = torch.from_numpy(np.array(np.load(data / "images.npy"))).permute(0, 3, 1, 2).float() / 255
+    torch.testing.assert_close(magnitude, photo_magnitude(photos, 32))
+    generate(clf, parse_specs(["class:1"]), cfg, tmp_path / "out", CPU)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["spectrum"]["dataset"] == str(data)

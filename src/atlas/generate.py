@@ -109,7 +109,8 @@ def resolve_magnitude(cfg: GenerateConfig, size: int) -> torch.Tensor | None:
     images, _ = load_dataset(cfg.spectrum)
     sums: torch.Tensor | None = None
     for start in range(0, len(images), 64):
-        rgb = torch.from_numpy(np.ascontiguousarray(images[start : start + 64])).permute(0, 3, 1, 2).float() / 255.0
+        # A copy: the dataset is memory-mapped read-only, and torch warns on a read-only array.
+        rgb = torch.from_numpy(np.array(images[start : start + 64])).permute(0, 3, 1, 2).float() / 255.0
         part = photo_magnitude(rgb, size) * len(rgb)
         sums = part if sums is None else sums + part
     assert sums is not None  # load_dataset refuses an empty dataset
