@@ -21,7 +21,7 @@ import torch
 from atlas.autoencoder import ThumbnailEncoder
 from atlas.classifier import load_classifier
 from atlas.data import load_dataset
-from atlas.generate import GenerateConfig, random_transforms
+from atlas.generate import random_transforms
 from atlas.generator import load_decoder
 from atlas.methods import settings_for
 from atlas.optimise import optimise
@@ -63,14 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     targets = [Target("class", (c,)) for c in CLASSES]
     seeds = [t.seed(0) for t in targets]
     param = PretrainedG(s, seeds, decoder, torch.device("cpu"))
+    start = param.alpha.detach().clone()
     with torch.no_grad():
         describe("starting codes", param.code(noise=False), param.render(), classifier)
-    cfg = GenerateConfig(settings=s)
     objs = [t.objective(s.penalty, s.target_relu) for t in targets]
-    result = optimise(classifier, objs, param, s, transforms=random_transforms(cfg.settings, classifier, seeds, torch.device("cpu")))
+    result = optimise(classifier, objs, param, s, transforms=random_transforms(s, classifier, seeds, torch.device("cpu")))
     with torch.no_grad():
         describe(f"codes after {s.steps} steps", param.code(noise=False), result.images, classifier)
-        moved = (param.alpha - param.initial).abs()
+        moved = (param.alpha - start).abs()
         print(f"alpha moved: mean |change| {moved.mean():.2f}, max {moved.max():.2f}, "
               f"negative coordinates {(param.alpha < 0).float().mean():.0%}")
         logits = classifier.forward(result.images).logits

@@ -186,8 +186,7 @@ class PretrainedG(_WithDecoder):
             init = per_target(seeds, lambda g: torch.randn(FEATURES, generator=g))
         else:
             init = torch.ones(self.batch, FEATURES)
-        self.initial = init.to(device)
-        self.alpha = nn.Parameter(init.clone().to(device))
+        self.alpha = nn.Parameter(init.to(device))
         self.noise = _FeatureNoise(seeds, settings.noise_std, device)
 
     def parameters(self) -> list[torch.Tensor]:
@@ -277,7 +276,6 @@ class Pixels(_Image):
     @torch.no_grad()
     def after_step(self) -> None:
         self.rgb.clamp_(0.0, 1.0)
-
 
 
 # lucid's colour correlation: the square root of ImageNet's RGB covariance (from its SVD), scaled

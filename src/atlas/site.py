@@ -63,6 +63,7 @@ GRID_SCORES = (
 # Scores summarised per method: probabilities where the kind has them, activations for filters.
 _PROB_SCORES = (("d_prob", "D probability"), ("judge_prob", "judge probability"), ("robust_prob", "robust probability"))
 _FILTER_SCORES = (("d_activation", "D activation"), ("robust_activation", "robust activation (ratio)"))
+# The columns that are probabilities: printed as percentages, histograms over [0, 1].
 _PROB_COLUMNS = {"d_prob", "judge_prob", "robust_prob", "robust_prob_min"}
 # One line per method for the summary page; a method not listed here is shown without one.
 METHOD_DESCRIPTIONS = {
@@ -243,7 +244,7 @@ def grid_data(targets: list[TargetView], methods: list[str], kinds: list[str]) -
             index = list(r["classes"] or []) if t.kind != "filter" else list(r["channels"] or [])
             failed = (r["reason"] or "failed") if r["failed"] else None
             rows.append([t.id, 0 if t.slug == t.id else t.slug, methods.index(m), kinds.index(t.kind), t.label, index,
-                         r["layer"], failed, *(_round(r[k], "_prob" in k) for k, _ in GRID_SCORES)])
+                         r["layer"], failed, *(_round(r[k], k in _PROB_COLUMNS) for k, _ in GRID_SCORES)])
     data = {
         "methods": methods, "method_slugs": [slug(m) for m in methods], "kinds": kinds,
         "scores": [name for _, name in GRID_SCORES], "rows": rows,
@@ -334,7 +335,7 @@ def summary(targets: list[TargetView], methods: list[str]) -> list[dict[str, Any
             for k, name in scores:
                 vals = [r[k] for r in got]
                 finite = [v for v in vals if v is not None]
-                lo, hi = (0.0, 1.0) if k.endswith("prob") else (min(finite, default=0.0), max(finite, default=1.0))
+                lo, hi = (0.0, 1.0) if k in _PROB_COLUMNS else (min(finite, default=0.0), max(finite, default=1.0))
                 if hi <= lo:
                     hi = lo + 1.0
                 cells.append(charts.histogram(vals, charts.colour(i), lo, hi, label=f"{m} {name}",
