@@ -169,8 +169,8 @@ def test_scores_that_match_no_record_are_refused(run_copy: Path) -> None:
         build_index(run_copy, run_copy / "records.parquet", scores_of(run_copy))
 
 
-def test_the_readme_documents_the_index_schema() -> None:
-    readme = (REPO / "README.md").read_text()
-    m = re.search(r"^\| column \| type \| group \| meaning \|\n(?:\|.*\n)+", readme, re.M)
-    assert m, "the README has no index table"
+def test_the_design_document_documents_the_index_schema() -> None:
+    design = (REPO / "docs" / "design.md").read_text()
+    m = re.search(r"^\| column \| type \| group \| meaning \|\n(?:\|.*\n)+", design, re.M)
+    assert m, "docs/design.md has no index table"
     assert m.group(0).strip() == markdown_table()
