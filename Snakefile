@@ -1,12 +1,12 @@
 # Atlas: a classifier's preferred input for every class, chosen filters and class pairs
-# (Despraz et al. 2017), as a batch workflow (DESIGN.md section 4):
+# (Despraz et al. 2017), as a batch workflow (docs/design.md: the stages, the chunks, reruns):
 #
 #   extract -> train_dae --+                                  (only with the pretrained method)
 #                          +-> generate_<method>_<kind>_<k> (one job per chunk) -> collect --+
 #                                 +-> score (one job per chunk) ----------------------------+-> index -> site
 #   extract -> exemplars (when exemplars.top_k > 0) ----------------------------------------+
 #
-#   snakemake --cores all                    # the embedded default (config.yaml), on this machine
+#   snakemake --cores all                    # the embedded default (config.yaml), on one machine
 #   snakemake --cores all --profile slurm    # on a SLURM cluster; generation asks for a GPU
 #   snakemake --cores all --configfile workflow/configs/imagenet-vgg16.yaml   # the paper's run
 

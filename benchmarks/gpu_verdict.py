@@ -1,4 +1,4 @@
-"""The issue's two GPU goals, read off the JSON that throughput.py and job_overhead.py write.
+"""Atlas's two GPU targets, read off the JSON that throughput.py and job_overhead.py write.
 
     python benchmarks/gpu_verdict.py --throughput OUT/throughput.json --overhead OUT/overhead.json
 

@@ -68,7 +68,7 @@ from atlas.runtime import PRECISIONS, SWITCHES, Runtime, resolve_runtime
 from atlas.targets import Target
 from atlas.transforms import RandomTransforms
 
-# The paper's budgets (atlas.methods, preset paper) and the atlas size of the issue.
+# The paper's budgets (atlas.methods, preset paper) and the size of the full atlas.
 PAPER_STEPS = {m: settings_for(m, "paper").steps for m in ("scratch", "pretrained")}
 CLASSES = 1000
 

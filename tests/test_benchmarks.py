@@ -1,6 +1,6 @@
-"""The benchmark scripts a GPU session depends on: the verdict's arithmetic, and the device suite
-(benchmarks/gpu_suite.sh) end to end at toy sizes on the CPU, so it cannot rot between the
-sessions that are lent a GPU. Figures are not checked here (benchmarks, not timed tests)."""
+"""The benchmark scripts that the GPU measurement depends on: the verdict's arithmetic, and the GPU
+suite (benchmarks/gpu_suite.sh) end to end at toy sizes on the CPU, so it cannot rot between runs
+on a GPU. Figures are not checked here (benchmarks, not timed tests)."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_the_gpu_suite_runs_every_step_at_toy_sizes_on_a_cpu(tmp_path: Path) -> 
     assert steps == dict.fromkeys(
         ["environment", "throughput-pretrained", "throughput-scratch", "job-overhead", "verdict", "throughput-fp32",
          "throughput-cudnn-benchmark", "precision", "scratch-batching"], "0")
-    # What the device tool brings back: at most 8 files, each named plainly.
+    # What the suite leaves in $OUT: at most 8 files, each named plainly.
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8 and all(name.replace("-", "").replace(".", "").replace("_", "").isalnum() for name in files)
     tp = json.loads((out / "throughput-pretrained.json").read_text())
