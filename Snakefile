@@ -43,6 +43,7 @@ localrules:
 
 # The run's final outputs: the merged records, the index and the site (results/<run>/).
 rule all:
+    default_target: True
     input:
         records=f"{run_dir()}/records.parquet",
         index=f"{run_dir()}/index.parquet",
@@ -50,4 +51,3 @@ rule all:
         # deleted image reruns the chunk that wrote it (see chunk_images in common.smk).
         images=all_chunk_images(),
         site=f"{run_dir()}/site",
-    default_target: True

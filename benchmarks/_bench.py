@@ -9,6 +9,7 @@ wall clock also counts the time other processes held the cores.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import time
@@ -76,10 +77,8 @@ def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
-    try:
+    with contextlib.suppress(OSError):  # not Linux: the peak below is then the process's lifetime peak
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # not Linux: the peak below is then the process's lifetime peak
 
 
 def peak_memory_gib(device: torch.device) -> float:

@@ -56,21 +56,31 @@ def best_rows(reports: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return best
 
 
-def atlas_seconds(best: dict[str, dict[str, Any]], overhead_s: float, steps: dict[str, int], classes: int) -> tuple[float, list[str]]:
+def atlas_seconds(
+    best: dict[str, dict[str, Any]], overhead_s: float, steps: dict[str, int], classes: int
+) -> tuple[float, list[str]]:
     total, parts = 0.0, []
     for method, n in steps.items():
         row = best[method]
         work = classes * n / row["target_steps_per_s"]
         jobs = math.ceil(classes / row["chunk"])
         total += work + jobs * overhead_s
-        parts.append(f"{method} {classes} x {n} steps at chunk {row['chunk']}: {work:.0f} s + {jobs} jobs x {overhead_s:.1f} s")
+        parts.append(
+            f"{method} {classes} x {n} steps at chunk {row['chunk']}: {work:.0f} s + {jobs} jobs x {overhead_s:.1f} s"
+        )
     return total, parts
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--throughput", type=Path, action="append", required=True, metavar="FILE",
-                    help="throughput.py --json output (repeatable: the best row per method over all)")
+    ap.add_argument(
+        "--throughput",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="throughput.py --json output (repeatable: the best row per method over all)",
+    )
     ap.add_argument("--overhead", type=Path, required=True, metavar="FILE", help="job_overhead.py --json output")
     args = ap.parse_args(argv)
     reports = [_load(p, "throughput") for p in args.throughput]
@@ -78,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     best = best_rows(reports)
     missing = [m for m in ("pretrained", "scratch") if m not in best]
     if missing:
-        sys.exit(f"gpu_verdict: no {' or '.join(missing)} rows in {', '.join(map(str, args.throughput))}; "
-                 "run throughput.py with --methods pretrained,scratch")
+        sys.exit(
+            f"gpu_verdict: no {' or '.join(missing)} rows in {', '.join(map(str, args.throughput))}; "
+            "run throughput.py with --methods pretrained,scratch"
+        )
     steps = {m: settings_for(m, "paper").steps for m in ("scratch", "pretrained")}
 
     pre = best["pretrained"]
@@ -89,23 +101,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"classifier {rep['classifier']} ({rep['weights']}) at {rep['input_size']}px, G width {rep['width']}")
     verdict = "-" if frac is None else ("met" if frac >= FRACTION_GOAL else "NOT met")
     shown = "unknown (no peak for this device)" if frac is None else f"{frac:.1%}"
-    print(f"pretrained, best chunk {pre['chunk']}: {pre['target_steps_per_s']:.1f} target-steps/s, {pre['tflops']:.4g} TFLOP/s "
-          f"= {shown} of the {rep['runtime'].get('precision')} peak {rep['peak_tflops'] or 0:.4g} TFLOP/s "
-          f"(goal {FRACTION_GOAL:.0%}): {verdict}")
+    print(
+        f"pretrained, best chunk {pre['chunk']}: {pre['target_steps_per_s']:.1f} target-steps/s, {pre['tflops']:.4g} TFLOP/s "
+        f"= {shown} of the {rep['runtime'].get('precision')} peak {rep['peak_tflops'] or 0:.4g} TFLOP/s "
+        f"(goal {FRACTION_GOAL:.0%}): {verdict}"
+    )
     total, parts = atlas_seconds(best, float(over["overhead_wall_s"]), steps, CLASSES)
-    print(f"full {CLASSES}-class atlas, both methods, one device: {total / 60:.1f} min (goal under {ATLAS_GOAL_S // 60} min): "
-          f"{'met' if total < ATLAS_GOAL_S else 'NOT met'}")
+    print(
+        f"full {CLASSES}-class atlas, both methods, one device: {total / 60:.1f} min (goal under {ATLAS_GOAL_S // 60} min): "
+        f"{'met' if total < ATLAS_GOAL_S else 'NOT met'}"
+    )
     for part in parts:
         print(f"  {part}")
-    print(f"  job start-up measured on {over['method']} chunk {over['chunk']} ({over['classifier']}, {over['device']}): "
-          f"{over['overhead_wall_s']:.1f} s wall, of which imports {over['imports_wall_s']:.1f} s")
+    print(
+        f"  job start-up measured on {over['method']} chunk {over['chunk']} ({over['classifier']}, {over['device']}): "
+        f"{over['overhead_wall_s']:.1f} s wall, of which imports {over['imports_wall_s']:.1f} s"
+    )
     if "cuda" not in rep["device"]:
         print("caveat: not a GPU run; the goals are for one GPU")
     if rep.get("reduced") or rep["input_size"] != 224 or rep["width"] != 1.0:
         print("caveat: not the paper's sizes (VGG-16 at 224 px, G width 1.0)")
     if "cuda" in rep["device"] and "H100" not in rep["device"]:
-        print("caveat: the goal names an H100; an H200 has the H100 SXM's bf16 peak (989 TFLOP/s dense) "
-              "and 1.4x its memory bandwidth (4.8 against 3.35 TB/s), so memory-bound work runs faster on it")
+        print(
+            "caveat: the goal names an H100; an H200 has the H100 SXM's bf16 peak (989 TFLOP/s dense) "
+            "and 1.4x its memory bandwidth (4.8 against 3.35 TB/s), so memory-bound work runs faster on it"
+        )
     return 0
 
 

@@ -58,15 +58,38 @@ def main() -> None:
     ap.add_argument("--width", type=float, default=0.25, help="scratch generator width")
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--job-steps", default="150,500,1200",
-                    help="steps of the jobs to project the overhead share for (config.yaml's 150; the paper's 500/1200)")
-    ap.add_argument("--json", type=Path, default=None, metavar="FILE",
-                    help="also write the figures to FILE (benchmarks/gpu_verdict.py reads it)")
+    ap.add_argument(
+        "--job-steps",
+        default="150,500,1200",
+        help="steps of the jobs to project the overhead share for (config.yaml's 150; the paper's 500/1200)",
+    )
+    ap.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the figures to FILE (benchmarks/gpu_verdict.py reads it)",
+    )
     args = ap.parse_args()
     out_root = Path(tempfile.mkdtemp(prefix="atlas-overhead-"))
-    base = [*_atlas(), "generate", "--classifier", args.classifier, "--weights", args.weights,
-            "--method", args.method, "--targets", f"class:0-{args.chunk - 1}", "--chunk-size", str(args.chunk),
-            "--device", args.device, "--on-nan", "record"]
+    base = [
+        *_atlas(),
+        "generate",
+        "--classifier",
+        args.classifier,
+        "--weights",
+        args.weights,
+        "--method",
+        args.method,
+        "--targets",
+        f"class:0-{args.chunk - 1}",
+        "--chunk-size",
+        str(args.chunk),
+        "--device",
+        args.device,
+        "--on-nan",
+        "record",
+    ]
     if args.method == "pretrained":
         base += ["--decoder", "random"]
     if args.method == "scratch":
@@ -79,8 +102,10 @@ def main() -> None:
         many = _timed([*base, "--steps", str(args.steps), "--out", str(out_root / "many")])
     finally:
         shutil.rmtree(out_root, ignore_errors=True)
-    print(f"atlas generate --method {args.method} --classifier {args.classifier} ({args.weights}), chunk {args.chunk}, "
-          f"device {args.device}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(
+        f"atlas generate --method {args.method} --classifier {args.classifier} ({args.weights}), chunk {args.chunk}, "
+        f"device {args.device}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    )
     print(f"{'':<26}{'wall s':>9}{'cpu s':>9}")
     print(f"{'imports only':<26}{imports[0]:>9.2f}{imports[1]:>9.2f}")
     print(f"{'--steps 1':<26}{one[0]:>9.2f}{one[1]:>9.2f}")
@@ -91,13 +116,25 @@ def main() -> None:
     print(f"{'overhead per job':<26}{over[0]:>9.2f}{over[1]:>9.2f}   (of which imports {imports[0]:.2f} s wall)")
     for steps in (int(s) for s in args.job_steps.split(",")):
         work = steps * step[0]
-        print(f"job of {steps} steps: work {work:.1f} s, overhead {over[0]:.1f} s = {over[0] / (over[0] + work):.1%} of the job (wall)")
+        print(
+            f"job of {steps} steps: work {work:.1f} s, overhead {over[0]:.1f} s = {over[0] / (over[0] + work):.1%} of the job (wall)"
+        )
     if args.json:
-        write_json(args.json, {
-            "method": args.method, "classifier": args.classifier, "weights": args.weights, "chunk": args.chunk,
-            "device": args.device, "imports_wall_s": imports[0], "step_wall_s": step[0], "step_cpu_s": step[1],
-            "overhead_wall_s": over[0], "overhead_cpu_s": over[1],
-        })
+        write_json(
+            args.json,
+            {
+                "method": args.method,
+                "classifier": args.classifier,
+                "weights": args.weights,
+                "chunk": args.chunk,
+                "device": args.device,
+                "imports_wall_s": imports[0],
+                "step_wall_s": step[0],
+                "step_cpu_s": step[1],
+                "overhead_wall_s": over[0],
+                "overhead_cpu_s": over[1],
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ Classes: 1 goldfish, 9 ostrich, 285 Egyptian cat, 967 espresso.
 Measured with the decoder of the default `atlas train-dae` run on the bundled set (thumbnail
 encoder, width 0.0625, 40 epochs, validation MSE ratio 0.37), default settings, 1200 steps, one chunk,
 OMP_NUM_THREADS=1 on a busy 2-core CPU (384 CPU-s, 425 s wall), p(goldfish / ostrich / Egyptian
-cat / espresso): 1.000 / 1.000 / 1.000 / 0.987, 4 of 4 (README, "Autoencoder").
+cat / espresso): 1.000 / 1.000 / 1.000 / 0.987, 4 of 4 (docs/benchmarks.md, "The autoencoder").
 
 With the earlier decoder (the paper's encoder, 25 epochs, ratio 0.63) the same command gave
 0.995 / 0.003 / 0.003 / 0.214, 1 of 4, and no setting tried reached more than 2 of 4
@@ -44,8 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("decoder", help="decoder file from `atlas train-dae` (DIR/decoder.pt)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the method's, 1200)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one pretrained setting, passed to `atlas generate --set` (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one pretrained setting, passed to `atlas generate --set` (repeatable)",
+    )
     p.add_argument("--classifier", default="efficientnet-lite0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -56,9 +61,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, out: Path) -> int:
     argv = [
-        "generate", "--method", "pretrained", "--decoder", args.decoder, "--classifier", args.classifier,
-        "--targets", "class:" + ",".join(str(c) for c in CLASSES), "--chunk-size", str(len(CLASSES)),
-        "--seed", str(args.seed), "--device", args.device, "--out", str(out),
+        "generate",
+        "--method",
+        "pretrained",
+        "--decoder",
+        args.decoder,
+        "--classifier",
+        args.classifier,
+        "--targets",
+        "class:" + ",".join(str(c) for c in CLASSES),
+        "--chunk-size",
+        str(len(CLASSES)),
+        "--seed",
+        str(args.seed),
+        "--device",
+        args.device,
+        "--out",
+        str(out),
     ]
     if args.steps is not None:
         argv += ["--steps", str(args.steps)]
@@ -72,16 +91,20 @@ def run(args: argparse.Namespace, out: Path) -> int:
         return rc
     records = pd.read_parquet(out / "records.parquet").set_index("class_index")
     steps = int(records["steps"].iloc[0])
-    print(f"pretrained method, {args.classifier}, decoder {args.decoder}, {steps} steps, "
-          f"settings {' '.join(args.set) or 'default'}")
+    print(
+        f"pretrained method, {args.classifier}, decoder {args.decoder}, {steps} steps, "
+        f"settings {' '.join(args.set) or 'default'}"
+    )
     print(f"{'class':>5}  {'label':<24} {'prob':>6}  {'rank':>4}  top-1")
     passed = 0
     for c in CLASSES:
         r = records.loc[c]
         ok = float(r["prob"]) > THRESHOLD
         passed += ok
-        print(f"{c:>5}  {str(r['label']):<24} {float(r['prob']):6.3f}  {int(r['rank']):>4}  {r['top1_label']}"
-              f"{'' if ok else '   <- below 0.5'}")
+        print(
+            f"{c:>5}  {str(r['label']):<24} {float(r['prob']):6.3f}  {int(r['rank']):>4}  {r['top1_label']}"
+            f"{'' if ok else '   <- below 0.5'}"
+        )
     print(f"{passed}/{len(CLASSES)} classes above {THRESHOLD}; wall time {wall:.0f} s (incl. model loading)")
     return 0 if passed >= args.need else 1
 

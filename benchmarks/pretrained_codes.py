@@ -18,15 +18,16 @@ import sys
 import numpy as np
 import torch
 
-from atlas.autoencoder import ThumbnailEncoder
 from atlas.classifier import load_classifier
-from atlas.data import load_dataset
+from atlas.dataset import load_dataset
 from atlas.generate import random_transforms
 from atlas.generator import load_decoder
 from atlas.methods import settings_for
+from atlas.objectives import target_objective
 from atlas.optimise import optimise
 from atlas.parameterise import PretrainedG
 from atlas.targets import Target
+from atlas.train_dae.networks import ThumbnailEncoder
 
 CLASSES = (1, 340, 430, 948)
 
@@ -34,8 +35,10 @@ CLASSES = (1, 340, 430, 948)
 def describe(name: str, codes: torch.Tensor, images: torch.Tensor, classifier) -> None:  # noqa: ANN001
     rgb = images * torch.tensor(classifier.std).view(1, 3, 1, 1) + torch.tensor(classifier.mean).view(1, 3, 1, 1)
     clipped = ((rgb < 0) | (rgb > 1)).float().mean().item()
-    print(f"{name:<28} norm {codes.norm(dim=1).mean():7.1f}   zeros {(codes <= 0).float().mean():5.0%}   "
-          f"max {codes.max():6.2f}   image clipped {clipped:5.1%}")
+    print(
+        f"{name:<28} norm {codes.norm(dim=1).mean():7.1f}   zeros {(codes <= 0).float().mean():5.0%}   "
+        f"max {codes.max():6.2f}   image clipped {clipped:5.1%}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,13 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     start = param.alpha.detach().clone()
     with torch.no_grad():
         describe("starting codes", param.code(noise=False), param.render(), classifier)
-    objs = [t.objective(s.penalty, s.target_relu) for t in targets]
-    result = optimise(classifier, objs, param, s, transforms=random_transforms(s, classifier, seeds, torch.device("cpu")))
+    objs = [target_objective(t, s.penalty, s.target_relu) for t in targets]
+    result = optimise(
+        classifier, objs, param, s, transforms=random_transforms(s, classifier, seeds, torch.device("cpu"))
+    )
     with torch.no_grad():
         describe(f"codes after {s.steps} steps", param.code(noise=False), result.images, classifier)
         moved = (param.alpha - start).abs()
-        print(f"alpha moved: mean |change| {moved.mean():.2f}, max {moved.max():.2f}, "
-              f"negative coordinates {(param.alpha < 0).float().mean():.0%}")
+        print(
+            f"alpha moved: mean |change| {moved.mean():.2f}, max {moved.max():.2f}, "
+            f"negative coordinates {(param.alpha < 0).float().mean():.0%}"
+        )
         logits = classifier.forward(result.images).logits
         probs = torch.softmax(logits, dim=1)
         print("D's probability of each class:", " ".join(f"{c}:{probs[b, c]:.2f}" for b, c in enumerate(CLASSES)))

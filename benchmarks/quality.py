@@ -37,9 +37,10 @@ from PIL import Image, ImageDraw
 
 from atlas.classifier import load_classifier
 from atlas.generate import GenerateConfig, generate
+from atlas.image_scores import class_scores
 from atlas.io import write_text
 from atlas.methods import METHODS, settings_for
-from atlas.scores import class_scores, to_input, to_rgb
+from atlas.pixels import to_input, to_rgb
 from atlas.targets import Target
 
 # Chosen for variety (animals, objects, food, scenes) and kept apart from config.yaml's 13 classes.
@@ -55,8 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (default: all)")
     p.add_argument("--classes", default="dev", help="dev, config, or comma-separated class indices")
     p.add_argument("--preset", default="default", choices=("default", "paper"))
-    p.add_argument("--set", action="append", default=[], metavar="METHOD:KEY=VALUE",
-                   help="override one setting of one method (repeatable), e.g. fourier:lr=0.1")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="METHOD:KEY=VALUE",
+        help="override one setting of one method (repeatable), e.g. fourier:lr=0.1",
+    )
     p.add_argument("--decoder", default=None, help="pretrained method: decoder file (`atlas train-dae`)")
     p.add_argument("--spectrum-from", default=None, metavar="DIR", help="maco method: extracted dataset folder")
     p.add_argument("--classifier", default="efficientnet-lite0")
@@ -99,11 +105,17 @@ def judge_rows(classifier, judge, records: pd.DataFrame, folder: Path) -> list[d
     rows = []
     for b, (_, r) in enumerate(ok.iterrows()):
         top1 = int(js.top5[b][0])
-        rows.append({
-            "class": int(r["class_index"]), "label": r["label"], "image": str(folder / str(r["image"])),
-            "d_prob": float(r["prob"]), "judge_prob": float(js.prob[b]), "judge_rank": int(js.rank[b]),
-            "judge_top1": judge.class_names[top1],
-        })  # fmt: skip
+        rows.append(
+            {
+                "class": int(r["class_index"]),
+                "label": r["label"],
+                "image": str(folder / str(r["image"])),
+                "d_prob": float(r["prob"]),
+                "judge_prob": float(js.prob[b]),
+                "judge_rank": int(js.rank[b]),
+                "judge_top1": judge.class_names[top1],
+            }
+        )
     return rows
 
 
@@ -120,7 +132,9 @@ def summarise(method: str, rows: list[dict[str, object]], n: int, seconds: float
     }
 
 
-def contact_sheet(results: dict[str, list[dict[str, object]]], classes: tuple[int, ...], path: Path, cell: int = 160) -> None:
+def contact_sheet(
+    results: dict[str, list[dict[str, object]]], classes: tuple[int, ...], path: Path, cell: int = 160
+) -> None:
     methods = list(results)
     pad, head = 4, 28
     sheet = Image.new("RGB", (90 + len(classes) * (cell + pad), head + len(methods) * (cell + 30)), "white")
@@ -159,10 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     for m in methods:
         settings = settings_for(m, args.preset, sets[m])
         cfg = GenerateConfig(
-            settings=settings, seed=args.seed, chunk_size=args.chunk_size, on_nan="record",
+            settings=settings,
+            seed=args.seed,
+            chunk_size=args.chunk_size,
+            on_nan="record",
             decoder=args.decoder if m == "pretrained" else None,
             spectrum=args.spectrum_from if m == "maco" else None,
-        )  # fmt: skip
+        )
         t0 = time.perf_counter()
         records = generate(classifier, targets, cfg, out / m, device)
         seconds = time.perf_counter() - t0
@@ -171,15 +188,21 @@ def main(argv: list[str] | None = None) -> int:
         table.append(summarise(m, rows, len(targets), seconds))
         if args.verbose:
             for r in rows:
-                print(f"  {m:<10} {r['class']:>4} {str(r['label'])[:22]:<22} D {float(r['d_prob']):.2f}  "  # type: ignore[arg-type]
-                      f"judge {float(r['judge_prob']):.3f} rank {r['judge_rank']:>4}  top-1 {r['judge_top1']}")  # type: ignore[arg-type]
+                print(
+                    f"  {m:<10} {r['class']:>4} {str(r['label'])[:22]:<22} D {float(r['d_prob']):.2f}  "  # type: ignore[arg-type]
+                    f"judge {float(r['judge_prob']):.3f} rank {r['judge_rank']:>4}  top-1 {r['judge_top1']}"
+                )  # type: ignore[arg-type]
     n = len(classes)
-    print(f"{args.classifier} (D) and {args.judge} (judge), {n} classes ({args.classes}), preset {args.preset}, "
-          f"seed {args.seed}, {torch.get_num_threads()} threads; images and sheet in {out}")
+    print(
+        f"{args.classifier} (D) and {args.judge} (judge), {n} classes ({args.classes}), preset {args.preset}, "
+        f"seed {args.seed}, {torch.get_num_threads()} threads; images and sheet in {out}"
+    )
     print(f"{'method':<11}{'D>0.5':>7}{'top-1':>7}{'top-5':>7}{'judge p':>9}{'labels':>8}{'s/img':>8}")
     for t in table:
-        print(f"{t['method']:<11}{t['d_over_half']:>4}/{n:<2}{t['judge_top1']:>4}/{n:<2}{t['judge_top5']:>4}/{n:<2}"
-              f"{t['judge_prob']:>9.3f}{t['labels']:>8}{t['seconds_per_image']:>8.1f}")
+        print(
+            f"{t['method']:<11}{t['d_over_half']:>4}/{n:<2}{t['judge_top1']:>4}/{n:<2}{t['judge_top5']:>4}/{n:<2}"
+            f"{t['judge_prob']:>9.3f}{t['labels']:>8}{t['seconds_per_image']:>8.1f}"
+        )
     contact_sheet(results, classes, out / "sheet.png")
     write_text(out / "quality.json", json.dumps({"args": vars(args), "table": table, "images": results}, indent=2))
     return 0

@@ -25,11 +25,11 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _bench import describe_device, sync
 from torch import nn
 
-from _bench import describe_device, sync
-from atlas.generate import pick_device
 from atlas.generator import FEATURES, SEED_SHAPE, Decoder, _ConvBN
+from atlas.runtime import pick_device
 
 ConvFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 

@@ -29,10 +29,13 @@ def _kib(path: Path) -> float:
 
 def bench(root: Path, classes: int, size: int) -> None:
     t0 = time.perf_counter()
-    index = synthetic_index(root / "run", n_classes=classes, pairs=((0, 1), (2, 3)), size=size,
-                            failed=[("pixel", "class-0002")])
-    print(f"synthetic index: {classes} classes x 3 methods + 2 pairs + 2 filters, {size}-px images "
-          f"({time.perf_counter() - t0:.1f} s to make, not timed)")
+    index = synthetic_index(
+        root / "run", n_classes=classes, pairs=((0, 1), (2, 3)), size=size, failed=[("pixel", "class-0002")]
+    )
+    print(
+        f"synthetic index: {classes} classes x 3 methods + 2 pairs + 2 filters, {size}-px images "
+        f"({time.perf_counter() - t0:.1f} s to make, not timed)"
+    )
     out = root / "run" / "site"
     c0, w0 = os.times(), time.perf_counter()
     assert main(["site", "--index", str(index), "--out", str(out)]) == 0

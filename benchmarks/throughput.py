@@ -45,8 +45,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from _bench import (
     GPU_PEAKS,
     Clock,
@@ -58,13 +56,15 @@ from _bench import (
     reset_peak_memory,
     write_json,
 )
+from torch.utils.flop_counter import FlopCounterMode
+
 from atlas.classifier import Classifier, load_classifier
-from atlas.generate import GenerateConfig, _parameterisation, pick_device, random_transforms, resolve_decoder
+from atlas.generate import GenerateConfig, _parameterisation, random_transforms, resolve_decoder
 from atlas.methods import MethodSettings, settings_for
-from atlas.objectives import Objective
+from atlas.objectives import Objective, target_objective
 from atlas.optimise import chunk_loss, make_optimiser, optimise
 from atlas.parameterise import Parameterisation
-from atlas.runtime import PRECISIONS, SWITCHES, Runtime, resolve_runtime
+from atlas.runtime import PRECISIONS, SWITCHES, Runtime, pick_device, resolve_runtime
 from atlas.targets import Target
 from atlas.transforms import RandomTransforms
 
@@ -84,7 +84,12 @@ def _setup(
     seeds = [t.seed(0) for t in targets]
     param = _parameterisation(cfg, clf, seeds, resolve_decoder(cfg), None, device)
     param.prepare(runtime)
-    return s, [t.objective(s.penalty, s.target_relu) for t in targets], param, random_transforms(s, clf, seeds, device)
+    return (
+        s,
+        [target_objective(t, s.penalty, s.target_relu) for t in targets],
+        param,
+        random_transforms(s, clf, seeds, device),
+    )
 
 
 def flop_per_target_step(clf: Classifier, method: str, width: float, device: torch.device) -> int:
@@ -100,9 +105,7 @@ def flop_per_target_step(clf: Classifier, method: str, width: float, device: tor
     return counter.get_total_flops()
 
 
-def ops_per_step(
-    clf: Classifier, method: str, chunk: int, width: float, device: torch.device, runtime: Runtime
-) -> int:
+def ops_per_step(clf: Classifier, method: str, chunk: int, width: float, device: torch.device, runtime: Runtime) -> int:
     """Tensor operations one step dispatches: a 3-step run's minus a 1-step run's, halved."""
     counts = []
     for steps in (1, 3):
@@ -113,7 +116,9 @@ def ops_per_step(
     return (counts[1] - counts[0]) // 2
 
 
-def measure_d_alone(clf: Classifier, chunk: int, steps: int, device: torch.device, runtime: Runtime) -> dict[str, float]:
+def measure_d_alone(
+    clf: Classifier, chunk: int, steps: int, device: torch.device, runtime: Runtime
+) -> dict[str, float]:
     """D's forward and backward to its input on `chunk` random images, per step (no G, no loss
     beyond a sum of the logits, no optimiser)."""
     x = torch.randn(chunk, 3, clf.input_size, clf.input_size, device=device, requires_grad=True)
@@ -167,22 +172,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--classifier", default="efficientnet-lite0")
     ap.add_argument("--weights", default="default")
-    ap.add_argument("--image-size", type=int, default=None,
-                    help="run D at PX x PX instead of its own size (a reduced run on a CPU; labelled)")
+    ap.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="run D at PX x PX instead of its own size (a reduced run on a CPU; labelled)",
+    )
     ap.add_argument("--methods", default="pretrained,scratch,pixel")
     ap.add_argument("--chunks", default="1,4,16")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per measurement (after 2 warm-up steps)")
-    ap.add_argument("--width", type=float, default=0.25, help="generator width, scratch and pretrained (1.0: the paper's)")
+    ap.add_argument(
+        "--width", type=float, default=0.25, help="generator width, scratch and pretrained (1.0: the paper's)"
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=PRECISIONS)
     ap.add_argument("--channels-last", default="auto", choices=SWITCHES)
     ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--cudnn-benchmark", action="store_true",
-                    help="let cuDNN time its convolution algorithms for each shape first (a job's shapes never change)")
+    ap.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="let cuDNN time its convolution algorithms for each shape first (a job's shapes never change)",
+    )
     ap.add_argument("--no-d-alone", action="store_true", help="skip the D-alone rows")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak (default: table or measured)")
-    ap.add_argument("--json", type=Path, default=None, metavar="FILE",
-                    help="also write the rows and the projection to FILE (benchmarks/gpu_verdict.py reads it)")
+    ap.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the rows and the projection to FILE (benchmarks/gpu_verdict.py reads it)",
+    )
     args = ap.parse_args()
     device = pick_device(args.device)
     runtime = resolve_runtime(args.precision, args.channels_last, args.compile, device)
@@ -197,19 +216,33 @@ def main() -> None:
     if peak is None and device.type == "cpu":
         peak, peak_src = cpu_peak_tflops(), "measured here: fp32 2048^3 matmul, per CPU-second"
     size = f"{clf.input_size}px" + (" (REDUCED from the classifier's own size)" if args.image_size else "")
-    print(f"{describe_device(device)}, torch {torch.__version__}, runtime {runtime.as_dict()}"
-          + (", cudnn.benchmark on" if args.cudnn_benchmark else ""))
-    print(f"classifier {args.classifier} ({args.weights}) at {size}, G width {args.width}, "
-          f"peak {peak if peak is None else f'{peak:.3f}'} TFLOP/s ({peak_src})")
-    print(f"{'method':<11}{'chunk':>6}{'s/step':>9}{'cpu s/step':>11}{'tgt-steps/s':>12}{'GFLOP/step':>11}"
-          f"{'TFLOP/s':>9}{'of peak':>9}{'peak GiB':>9}{'ops/step':>9}")
+    print(
+        f"{describe_device(device)}, torch {torch.__version__}, runtime {runtime.as_dict()}"
+        + (", cudnn.benchmark on" if args.cudnn_benchmark else "")
+    )
+    print(
+        f"classifier {args.classifier} ({args.weights}) at {size}, G width {args.width}, "
+        f"peak {peak if peak is None else f'{peak:.3f}'} TFLOP/s ({peak_src})"
+    )
+    print(
+        f"{'method':<11}{'chunk':>6}{'s/step':>9}{'cpu s/step':>11}{'tgt-steps/s':>12}{'GFLOP/step':>11}"
+        f"{'TFLOP/s':>9}{'of peak':>9}{'peak GiB':>9}{'ops/step':>9}"
+    )
 
     report: dict[str, object] = {
-        "device": describe_device(device), "torch": torch.__version__, "runtime": runtime.as_dict(),
+        "device": describe_device(device),
+        "torch": torch.__version__,
+        "runtime": runtime.as_dict(),
         "cudnn_benchmark": args.cudnn_benchmark,
-        "classifier": args.classifier, "weights": args.weights, "input_size": clf.input_size,
-        "reduced": bool(args.image_size), "width": args.width, "steps": args.steps,
-        "peak_tflops": peak, "peak_source": peak_src, "rows": [],
+        "classifier": args.classifier,
+        "weights": args.weights,
+        "input_size": clf.input_size,
+        "reduced": bool(args.image_size),
+        "width": args.width,
+        "steps": args.steps,
+        "peak_tflops": peak,
+        "peak_source": peak_src,
+        "rows": [],
     }
 
     def show(name: str, chunk: int, r: dict[str, float], flop: int, ops: int | None, base: float) -> None:
@@ -218,12 +251,25 @@ def main() -> None:
         per_s = r["cpu_per_step"] if device.type == "cpu" else r["sec_per_step"]
         fraction = flop / per_s / 1e12 / peak if peak else None
         frac = "-" if fraction is None else f"{fraction:.1%}"
-        report["rows"].append({"method": name, "chunk": chunk, **r, "flop_per_step": flop, "tflops": tflops,  # type: ignore[attr-defined]
-                               "fraction_of_peak": fraction, "ops_per_step": ops, "ratio_vs_first": r["target_steps_per_s"] / base})
+        report["rows"].append(
+            {
+                "method": name,
+                "chunk": chunk,
+                **r,
+                "flop_per_step": flop,
+                "tflops": tflops,  # type: ignore[attr-defined]
+                "fraction_of_peak": fraction,
+                "ops_per_step": ops,
+                "ratio_vs_first": r["target_steps_per_s"] / base,
+            }
+        )
         ratio = f"   x{r['target_steps_per_s'] / base:.2f} vs chunk {chunks[0]}" if chunk != chunks[0] else ""
-        print(f"{name:<11}{chunk:>6}{r['sec_per_step']:>9.3f}{r['cpu_per_step']:>11.3f}"
-              f"{r['target_steps_per_s']:>12.2f}{flop / 1e9:>11.1f}{tflops:>9.3f}{frac:>9}{r['peak_gib']:>9.2f}"
-              f"{'-' if ops is None else ops:>9}{ratio}", flush=True)
+        print(
+            f"{name:<11}{chunk:>6}{r['sec_per_step']:>9.3f}{r['cpu_per_step']:>11.3f}"
+            f"{r['target_steps_per_s']:>12.2f}{flop / 1e9:>11.1f}{tflops:>9.3f}{frac:>9}{r['peak_gib']:>9.2f}"
+            f"{'-' if ops is None else ops:>9}{ratio}",
+            flush=True,
+        )
 
     best: dict[str, tuple[float, int]] = {}
     flop_per_target: dict[str, int] = {}
@@ -254,17 +300,26 @@ def main() -> None:
             seconds = CLASSES * steps / rate
             total += seconds
             parts.append(f"{method} {CLASSES} x {steps} steps at chunk {chunk}: {_duration(seconds)}")
-        print(f"projected full atlas on this device ({size}, G width {args.width}): " + "; ".join(parts)
-              + f"; total {_duration(total)} (per-job start-up excluded)")
-        report["projection"] = {"seconds": total, "best": {m: {"target_steps_per_s": r, "chunk": c} for m, (r, c) in best.items()},
-                                "paper_steps": PAPER_STEPS, "classes": CLASSES}
+        print(
+            f"projected full atlas on this device ({size}, G width {args.width}): "
+            + "; ".join(parts)
+            + f"; total {_duration(total)} (per-job start-up excluded)"
+        )
+        report["projection"] = {
+            "seconds": total,
+            "best": {m: {"target_steps_per_s": r, "chunk": c} for m, (r, c) in best.items()},
+            "paper_steps": PAPER_STEPS,
+            "classes": CLASSES,
+        }
     if all(m in flop_per_target for m in PAPER_STEPS):
         # Device-independent: the full atlas's FLOP and what it takes at a given fraction of a peak.
         total_flop = sum(CLASSES * steps * flop_per_target[m] for m, steps in PAPER_STEPS.items())
         h100 = GPU_PEAKS["H100 SXM"]["bf16"] * 1e12
-        print(f"full atlas by FLOP count ({size}, G width {args.width}): {total_flop / 1e15:.0f} PFLOP; "
-              f"on one H100 (bf16 dense peak {h100 / 1e12:.0f} TFLOP/s) {_duration(total_flop / h100)} at 100% of peak, "
-              f"{_duration(total_flop / (0.3 * h100))} at 30%, {_duration(total_flop / (0.1 * h100))} at 10%")
+        print(
+            f"full atlas by FLOP count ({size}, G width {args.width}): {total_flop / 1e15:.0f} PFLOP; "
+            f"on one H100 (bf16 dense peak {h100 / 1e12:.0f} TFLOP/s) {_duration(total_flop / h100)} at 100% of peak, "
+            f"{_duration(total_flop / (0.3 * h100))} at 30%, {_duration(total_flop / (0.1 * h100))} at 10%"
+        )
         report["atlas_flop"] = total_flop
     if args.json:
         write_json(args.json, report)

@@ -33,6 +33,7 @@ not invariant to the random transformations the presets apply before D: a class 
 under them where it rises without them (`--set transforms=false`). A filter's activation is the
 plumbing check that does not depend on that.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,7 +56,7 @@ from atlas.classifier import Classifier, load_classifier
 from atlas.errors import AtlasError
 from atlas.generate import GenerateConfig, generate
 from atlas.methods import METHODS, MethodSettings, settings_for
-from atlas.scores import dequantise
+from atlas.pixels import dequantise
 from atlas.targets import Target, check_targets, parse_specs
 
 CONFIG = Path(__file__).resolve().parents[1] / "workflow" / "configs" / "imagenet-vgg16.yaml"
@@ -69,9 +70,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=0, help="cap every method's steps at N (default 0: no cap)")
     p.add_argument("--image-size", type=int, default=64, help="VGG-16's input size in pixels (default 64)")
     p.add_argument("--classes", default="9,30", help="comma-separated class indices (default 9,30)")
-    p.add_argument("--filter", default="features.9:0", metavar="LAYER:CHANNEL", help="filter target (default features.9:0)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting of every method, after the config's (repeatable), e.g. transforms=false")
+    p.add_argument(
+        "--filter", default="features.9:0", metavar="LAYER:CHANNEL", help="filter target (default features.9:0)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting of every method, after the config's (repeatable), e.g. transforms=false",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of VGG-16's random weights and of the run")
     p.add_argument("--out", default=None, metavar="DIR", help="keep the images here (default: a temporary folder)")
     return p.parse_args(argv)
@@ -100,9 +108,13 @@ def run_method(
     """Generate every target in one chunk; the records (by target id) and the wall seconds."""
     image_size = classifier.input_size
     cfg = GenerateConfig(
-        settings=settings, seed=seed, chunk_size=len(targets), image_size=image_size, on_nan="record",
+        settings=settings,
+        seed=seed,
+        chunk_size=len(targets),
+        image_size=image_size,
+        on_nan="record",
         decoder="random" if settings.method == "pretrained" else None,
-    )  # fmt: skip
+    )
     t0 = time.perf_counter()
     records = generate(classifier, targets, cfg, out, torch.device("cpu"))
     seconds = time.perf_counter() - t0
@@ -135,8 +147,13 @@ def describe(s: MethodSettings) -> str:
 
 
 def check(
-    classifier: Classifier, section: dict[str, Any], methods: list[str], targets: list[Target],
-    args: argparse.Namespace, extra: dict[str, str], root: Path,
+    classifier: Classifier,
+    section: dict[str, Any],
+    methods: list[str],
+    targets: list[Target],
+    args: argparse.Namespace,
+    extra: dict[str, str],
+    root: Path,
 ) -> list[str]:
     """Run and print every method; the targets whose activation did not rise (or that failed)."""
     failures: list[str] = []
@@ -153,8 +170,10 @@ def check(
             a, b = start.loc[t.id], end.loc[t.id]
             rank = "" if t.kind == "filter" or b["failed"] else str(int(b["rank"]))
             logits = "" if t.kind == "filter" else f"{a['logit']:>11.4g}{b['logit']:>11.4g}"
-            print(f"{'':<11}{t.id:<26}{a['activation']:>10.4g}{b['activation']:>10.4g}"
-                  f"{b['activation'] - a['activation']:>+10.3g}{logits:>22}{rank:>6}{b['seconds']:>10.1f}")
+            print(
+                f"{'':<11}{t.id:<26}{a['activation']:>10.4g}{b['activation']:>10.4g}"
+                f"{b['activation'] - a['activation']:>+10.3g}{logits:>22}{rank:>6}{b['seconds']:>10.1f}"
+            )
             if b["failed"] or a["failed"]:
                 failures.append(f"{m} {t.id}: {b['reason'] or a['reason']}")
             elif not b["activation"] > a["activation"]:
@@ -178,12 +197,16 @@ def main(argv: list[str] | None = None) -> int:
         targets = parse_specs([f"class:{args.classes}", f"filter:{args.filter}"])
         classifier = load_classifier("torchvision:vgg16", "random", seed=args.seed, image_size=args.image_size)
         check_targets(targets, classifier)
-        print(f"torchvision:vgg16 (random weights, seed {args.seed}) at {args.image_size} px, CPU, "
-              f"{torch.get_num_threads()} threads; settings from {args.config}"
-              + (f", steps capped at {args.steps}" if args.steps > 0 else "")
-              + "".join(f", {k}={v}" for k, v in extra.items()))
-        print(f"{'method':<11}{'target':<26}{'start':>10}{'end':>10}{'change':>10}"
-              f"{'logit 0':>11}{'logit':>11}{'rank':>6}{'s/target':>10}")
+        print(
+            f"torchvision:vgg16 (random weights, seed {args.seed}) at {args.image_size} px, CPU, "
+            f"{torch.get_num_threads()} threads; settings from {args.config}"
+            + (f", steps capped at {args.steps}" if args.steps > 0 else "")
+            + "".join(f", {k}={v}" for k, v in extra.items())
+        )
+        print(
+            f"{'method':<11}{'target':<26}{'start':>10}{'end':>10}{'change':>10}"
+            f"{'logit 0':>11}{'logit':>11}{'rank':>6}{'s/target':>10}"
+        )
         folder = contextlib.nullcontext(args.out) if args.out else tempfile.TemporaryDirectory(prefix="atlas-vgg-")
         with folder as root:
             failures = check(classifier, section, methods, targets, args, extra, Path(root))

@@ -30,27 +30,59 @@ def _row(target_id: str, method: str, kind: str, label: str, rng: random.Random,
     row: dict[str, object] = {c: None for c in INDEX_SCHEMA.names}
     prob = kind != "filter"
     row.update(
-        target_id=target_id, method=method, kind=kind, label=label, classes=[], channels=[], image_size=16,
-        steps=20, seed=rng.randrange(2**31), run_seed=0, seconds=rng.random(), chunk_size=8,
-        chunk=f"generate/{method}/{kind}/chunk-0000", final_loss=-rng.random() * 10,
-        loss_curve=[10.0 - i * rng.random() for i in range(20)], failed=False,
-        d_activation=rng.random() * 20, d_prob=rng.random() if prob else None, d_rank=rng.randrange(1, 50) if prob else None,
-        d_top5=[1, 2, 3, 4, 5], d_top5_labels=["a", "b", "c", "d", "e"], judge="judge-net",
-        judge_prob=rng.random() if prob else None, judge_rank=rng.randrange(1, 900) if prob else None,
-        judge_top5=[5, 4, 3, 2, 1], judge_top5_labels=["e", "d", "c", "b", "a"],
-        robust_prob=rng.random() if prob else None, robust_prob_min=rng.random() / 2 if prob else None,
-        robust_activation=rng.random(), exemplars=[], exemplar_scores=[], classifier="tiny",
-        classifier_sha256=None, judge_sha256="ab" * 32, decoder_sha256="cd" * 32 if method == "pretrained" else None,
-        config_sha256="ef" * 32, atlas_version="0.1.0", git_commit="0" * 40,
+        target_id=target_id,
+        method=method,
+        kind=kind,
+        label=label,
+        classes=[],
+        channels=[],
+        image_size=16,
+        steps=20,
+        seed=rng.randrange(2**31),
+        run_seed=0,
+        seconds=rng.random(),
+        chunk_size=8,
+        chunk=f"generate/{method}/{kind}/chunk-0000",
+        final_loss=-rng.random() * 10,
+        loss_curve=[10.0 - i * rng.random() for i in range(20)],
+        failed=False,
+        d_activation=rng.random() * 20,
+        d_prob=rng.random() if prob else None,
+        d_rank=rng.randrange(1, 50) if prob else None,
+        d_top5=[1, 2, 3, 4, 5],
+        d_top5_labels=["a", "b", "c", "d", "e"],
+        judge="judge-net",
+        judge_prob=rng.random() if prob else None,
+        judge_rank=rng.randrange(1, 900) if prob else None,
+        judge_top5=[5, 4, 3, 2, 1],
+        judge_top5_labels=["e", "d", "c", "b", "a"],
+        robust_prob=rng.random() if prob else None,
+        robust_prob_min=rng.random() / 2 if prob else None,
+        robust_activation=rng.random(),
+        exemplars=[],
+        exemplar_scores=[],
+        classifier="tiny",
+        classifier_sha256=None,
+        judge_sha256="ab" * 32,
+        decoder_sha256="cd" * 32 if method == "pretrained" else None,
+        config_sha256="ef" * 32,
+        atlas_version="0.1.0",
+        git_commit="0" * 40,
     )
     row.update(kw)
     return row
 
 
 def synthetic_index(
-    run_dir: Path, n_classes: int = 4, methods: Sequence[str] = METHODS, labels: dict[int, str] | None = None,
-    failed: Sequence[tuple[str, str]] = (), pairs: Sequence[tuple[int, int]] = ((0, 1),),
-    filters: dict[str, int] | None = None, n_exemplars: int = 2, size: int = 16,
+    run_dir: Path,
+    n_classes: int = 4,
+    methods: Sequence[str] = METHODS,
+    labels: dict[int, str] | None = None,
+    failed: Sequence[tuple[str, str]] = (),
+    pairs: Sequence[tuple[int, int]] = ((0, 1),),
+    filters: dict[str, int] | None = None,
+    n_exemplars: int = 2,
+    size: int = 16,
     overrides: Mapping[tuple[str, str], Mapping[str, object]] | None = None,
 ) -> Path:
     """Write run_dir/index.parquet and its images; return the index path.
@@ -67,29 +99,68 @@ def synthetic_index(
     exemplar_paths = {}
     for c in range(n_classes):
         exemplar_paths[c] = [
-            _png(run_dir / "data" / "images" / f"{c:04d}_{k}.png", size, 10_000 + c * 10 + k)[len(run_dir.as_posix()) + 1:]
+            _png(run_dir / "data" / "images" / f"{c:04d}_{k}.png", size, 10_000 + c * 10 + k)[
+                len(run_dir.as_posix()) + 1 :
+            ]
             for k in range(n_exemplars)
         ]
     for m_i, method in enumerate(methods):
         targets: list[tuple[str, str, str, dict[str, object]]] = []
         for c in range(n_classes):
             ex = exemplar_paths[c]
-            targets.append((f"class-{c:04d}", "class", labels.get(c, f"class {c}"),
-                            {"class_index": c, "classes": [c], "exemplars": ex, "exemplar_scores": [5.0 - k for k in range(len(ex))]}))
+            targets.append(
+                (
+                    f"class-{c:04d}",
+                    "class",
+                    labels.get(c, f"class {c}"),
+                    {
+                        "class_index": c,
+                        "classes": [c],
+                        "exemplars": ex,
+                        "exemplar_scores": [5.0 - k for k in range(len(ex))],
+                    },
+                )
+            )
         for a, b in pairs:
-            targets.append((f"pair-{a:04d}+{b:04d}", "pair", f"{labels.get(a, f'class {a}')} + {labels.get(b, f'class {b}')}",
-                            {"classes": [a, b]}))
+            targets.append(
+                (
+                    f"pair-{a:04d}+{b:04d}",
+                    "pair",
+                    f"{labels.get(a, f'class {a}')} + {labels.get(b, f'class {b}')}",
+                    {"classes": [a, b]},
+                )
+            )
         for layer, n in filters.items():
             for ch in range(n):
-                targets.append((f"filter-{layer}-{ch:04d}", "filter", f"{layer} channel {ch}",
-                                {"layer": layer, "channel": ch, "channels": [ch]}))
+                targets.append(
+                    (
+                        f"filter-{layer}-{ch:04d}",
+                        "filter",
+                        f"{layer} channel {ch}",
+                        {"layer": layer, "channel": ch, "channels": [ch]},
+                    )
+                )
         for j, (tid, kind, label, extra) in enumerate(targets):
             row = _row(tid, method, kind, label, rng, **extra)
             if (method, tid) in bad:
-                row.update(failed=True, reason="the loss went NaN at step 7", image=None, final_loss=float("nan"),
-                           d_activation=None, d_prob=None, d_rank=None, judge_prob=None, judge_rank=None,
-                           robust_prob=None, robust_prob_min=None, robust_activation=None, d_top5=[], d_top5_labels=[],
-                           judge_top5=[], judge_top5_labels=[])
+                row.update(
+                    failed=True,
+                    reason="the loss went NaN at step 7",
+                    image=None,
+                    final_loss=float("nan"),
+                    d_activation=None,
+                    d_prob=None,
+                    d_rank=None,
+                    judge_prob=None,
+                    judge_rank=None,
+                    robust_prob=None,
+                    robust_prob_min=None,
+                    robust_activation=None,
+                    d_top5=[],
+                    d_top5_labels=[],
+                    judge_top5=[],
+                    judge_top5_labels=[],
+                )
             else:
                 rel = f"generate/{method}/{kind}/chunk-0000/{tid}.png"
                 _png(run_dir / rel, size, m_i * 100_000 + j)
@@ -97,9 +168,13 @@ def synthetic_index(
             row.update((overrides or {}).get((method, tid), {}))
             rows.append(row)
     provenance = {
-        "format": "atlas-index/1", "config": {"run": run_dir.name, "classes": f"0-{n_classes - 1}"},
-        "config_sha256": "ef" * 32, "versions": {"atlas": "0.1.0", "python": "3.12"}, "git_commit": "0" * 40,
-        "classifier": {"name": "tiny", "sha256": None}, "judge": {"name": "judge-net", "sha256": "ab" * 32},
+        "format": "atlas-index/1",
+        "config": {"run": run_dir.name, "classes": f"0-{n_classes - 1}"},
+        "config_sha256": "ef" * 32,
+        "versions": {"atlas": "0.1.0", "python": "3.12"},
+        "git_commit": "0" * 40,
+        "classifier": {"name": "tiny", "sha256": None},
+        "judge": {"name": "judge-net", "sha256": "ab" * 32},
         "decoder_sha256": "cd" * 32,
     }
     table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)

@@ -59,7 +59,7 @@ class SlurmCluster:
     gpus: int
     base_dir: Path
     profile: Path  # snakemake profile directory for this cluster
-    started_here: bool  # True when this session started it
+    started_here: bool  # True when this pytest session started it
 
 
 def _base_dir() -> Path:

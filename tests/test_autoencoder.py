@@ -18,20 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
-from atlas.autoencoder import (
-    LOSS_COLUMNS,
-    OUTPUTS,
-    Autoencoder,
-    Encoder,
-    ThumbnailEncoder,
-    TrainConfig,
-    decoder_cell_centres,
-    encoder_channels,
-)
 from atlas.classifier import normalisation
 from atlas.cli import main
 from atlas.errors import AtlasError
 from atlas.generator import DECODER_FORMAT, Decoder, load_decoder, save_decoder
+from atlas.train_dae import LOSS_COLUMNS, OUTPUTS, TrainConfig
+from atlas.train_dae.networks import Autoencoder, Encoder, ThumbnailEncoder, decoder_cell_centres, encoder_channels
 
 WIDTH = "0.0625"  # the smallest sensible width: the decoder still outputs 224 x 224
 
@@ -57,8 +49,21 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i in range(8):
         _photo(root / f"p{i}.png", seed=i)
     out = root.parent / "ds"
-    rc = main(["extract", "--source", "folder", "--root", str(root), "--out", str(out), "--size", "32",
-               "--val-fraction", "0.25"])
+    rc = main(
+        [
+            "extract",
+            "--source",
+            "folder",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--size",
+            "32",
+            "--val-fraction",
+            "0.25",
+        ]
+    )
     assert rc == 0
     split = pd.read_parquet(out / "manifest.parquet")["split"].astype(str)
     assert (split == "train").sum() == 6 and (split == "val").sum() == 2
@@ -68,8 +73,21 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _args(data: Path, out: Path, epochs: int) -> list[str]:
     # One thread: on a 2-core machine that other jobs keep busy, two torch threads were measured
     # several times slower than one.
-    return ["train-dae", "--data", str(data), "--out", str(out), "--width", WIDTH, "--epochs", str(epochs),
-            "--batch-size", "3", "--threads", "1"]
+    return [
+        "train-dae",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--width",
+        WIDTH,
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "3",
+        "--threads",
+        "1",
+    ]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -119,10 +137,18 @@ def test_thumbnail_encoder_is_the_default_and_matches_the_decoder_geometry() -> 
     # cell (1, 1) (which paints pixels 0..62) and leaves cells in other rows and columns alone.
     y = x.clone()
     y[:, :, :40, :40] = 1.0 - y[:, :, :40, :40]
-    before = enc.mix(torch.nn.functional.pixel_unshuffle(torch.nn.functional.adaptive_avg_pool2d(
-        torch.nn.functional.pad(x, (66, 30, 66, 30), mode="replicate"), 20), 4))
-    after = enc.mix(torch.nn.functional.pixel_unshuffle(torch.nn.functional.adaptive_avg_pool2d(
-        torch.nn.functional.pad(y, (66, 30, 66, 30), mode="replicate"), 20), 4))
+    before = enc.mix(
+        torch.nn.functional.pixel_unshuffle(
+            torch.nn.functional.adaptive_avg_pool2d(torch.nn.functional.pad(x, (66, 30, 66, 30), mode="replicate"), 20),
+            4,
+        )
+    )
+    after = enc.mix(
+        torch.nn.functional.pixel_unshuffle(
+            torch.nn.functional.adaptive_avg_pool2d(torch.nn.functional.pad(y, (66, 30, 66, 30), mode="replicate"), 20),
+            4,
+        )
+    )
     changed = (before - after).abs().amax(dim=(0, 1)) > 1e-6
     assert changed[1, 1] and not changed[2:, :].any() and not changed[:, 2:].any()
 
@@ -171,7 +197,9 @@ def test_other_arguments_are_refused(trained: Path, dataset: Path, capsys: pytes
     assert "noise_std" in capsys.readouterr().err
 
 
-def test_foreign_output_folder_and_bad_values_are_refused(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_foreign_output_folder_and_bad_values_are_refused(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine\n")
@@ -186,8 +214,23 @@ def test_foreign_output_folder_and_bad_values_are_refused(dataset: Path, tmp_pat
 
 def test_trained_decoder_drives_generate(trained: Path, tmp_path: Path) -> None:
     out = tmp_path / "gen"
-    rc = main(["generate", "--method", "pretrained", "--decoder", str(trained / "decoder.pt"),
-               "--targets", "class:285", "--steps", "2", "--out", str(out), "--device", "cpu"])
+    rc = main(
+        [
+            "generate",
+            "--method",
+            "pretrained",
+            "--decoder",
+            str(trained / "decoder.pt"),
+            "--targets",
+            "class:285",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     records = pd.read_parquet(out / "records.parquet")
     assert len(records) == 1 and not records["failed"].any()
@@ -202,8 +245,23 @@ def test_mismatched_decoders_are_refused(trained: Path, tmp_path: Path, capsys: 
     random_state = tmp_path / "random_state.pt"
     torch.save({k: torch.randn(3) for k in ("conv.weight", "conv.bias")}, random_state)
     for path, message in ((wrong_width, "does not fit the generator"), (random_state, "not an Atlas decoder file")):
-        rc = main(["generate", "--method", "pretrained", "--decoder", str(path), "--targets", "class:1",
-                   "--steps", "1", "--out", str(tmp_path / "gen"), "--device", "cpu"])
+        rc = main(
+            [
+                "generate",
+                "--method",
+                "pretrained",
+                "--decoder",
+                str(path),
+                "--targets",
+                "class:1",
+                "--steps",
+                "1",
+                "--out",
+                str(tmp_path / "gen"),
+                "--device",
+                "cpu",
+            ]
+        )
         assert rc == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "gen").exists()
@@ -218,7 +276,9 @@ def test_resume_after_sigkill(dataset: Path, tmp_path: Path, capsys: pytest.Capt
     args = _args(dataset, out, epochs)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(tmp_path / "first.log", "w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "atlas.cli", *args], stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "atlas.cli", *args], stdout=log_file, stderr=subprocess.STDOUT, env=env
+        )
         try:
             deadline = time.monotonic() + 120
             while not (out / "checkpoint.pt").exists():
@@ -255,7 +315,7 @@ def test_resume_after_sigkill(dataset: Path, tmp_path: Path, capsys: pytest.Capt
 
 
 def test_the_perceptual_term_compares_the_classifiers_features(tmp_path: Path) -> None:
-    from atlas.autoencoder import Perceptual, perceptual_layers
+    from atlas.train_dae.perceptual import Perceptual, perceptual_layers
     from tests.tiny import tiny_classifier
 
     clf = tiny_classifier()
@@ -277,7 +337,9 @@ def test_the_perceptual_term_compares_the_classifiers_features(tmp_path: Path) -
     assert set(perceptual_layers(lite0)) <= set(lite0.layers)
 
 
-def test_a_perceptual_run_trains_and_records_its_weight(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_perceptual_run_trains_and_records_its_weight(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "perceptual"
     assert main([*_args(dataset, out, 1), "--classifier", "efficientnet-lite0", "--perceptual", "0.1"]) == 0
     info = json.loads((out / "train.json").read_text())

@@ -34,11 +34,19 @@ def _verdict() -> ModuleType:
 
 def _report(method: str, rows: list[tuple[int, float, float]]) -> dict[str, Any]:
     return {
-        "device": "device cuda:0 (NVIDIA H100 80GB HBM3)", "torch": "2.13.0", "runtime": {"precision": "bf16"},
-        "classifier": "torchvision:vgg16", "weights": "random", "input_size": 224, "reduced": False, "width": 1.0,
+        "device": "device cuda:0 (NVIDIA H100 80GB HBM3)",
+        "torch": "2.13.0",
+        "runtime": {"precision": "bf16"},
+        "classifier": "torchvision:vgg16",
+        "weights": "random",
+        "input_size": 224,
+        "reduced": False,
+        "width": 1.0,
         "peak_tflops": 989.0,
-        "rows": [{"method": method, "chunk": c, "target_steps_per_s": r, "tflops": f * 989.0, "fraction_of_peak": f}
-                 for c, r, f in rows]
+        "rows": [
+            {"method": method, "chunk": c, "target_steps_per_s": r, "tflops": f * 989.0, "fraction_of_peak": f}
+            for c, r, f in rows
+        ]
         + [{"method": "D alone", "chunk": 64, "target_steps_per_s": 1e9, "tflops": 0.0, "fraction_of_peak": 0.9}],
     }
 
@@ -48,14 +56,29 @@ def _write(path: Path, data: object) -> Path:
     return path
 
 
-def test_the_verdict_takes_the_best_chunk_and_adds_one_start_up_per_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pre = _write(tmp_path / "pre.json", _report("pretrained", [(1, 50.0, 0.02), (64, 2000.0, 0.31), (128, 1900.0, 0.30)]))
+def test_the_verdict_takes_the_best_chunk_and_adds_one_start_up_per_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pre = _write(
+        tmp_path / "pre.json", _report("pretrained", [(1, 50.0, 0.02), (64, 2000.0, 0.31), (128, 1900.0, 0.30)])
+    )
     scr = _write(tmp_path / "scr.json", _report("scratch", [(64, 1000.0, 0.25)]))
-    over = _write(tmp_path / "over.json", {"method": "pretrained", "chunk": 64, "classifier": "torchvision:vgg16",
-                                           "device": "cuda", "overhead_wall_s": 20.0, "imports_wall_s": 6.0})
+    over = _write(
+        tmp_path / "over.json",
+        {
+            "method": "pretrained",
+            "chunk": 64,
+            "classifier": "torchvision:vgg16",
+            "device": "cuda",
+            "overhead_wall_s": 20.0,
+            "imports_wall_s": 6.0,
+        },
+    )
     assert _verdict().main(["--throughput", str(pre), "--throughput", str(scr), "--overhead", str(over)]) == 0
     out = capsys.readouterr().out
-    assert "best chunk 64: 2000.0 target-steps/s" in out and "31.0% of the bf16 peak" in out and "(goal 30%): met" in out
+    assert (
+        "best chunk 64: 2000.0 target-steps/s" in out and "31.0% of the bf16 peak" in out and "(goal 30%): met" in out
+    )
     # 1000 x 1200 / 2000 + 16 jobs x 20 s, and 1000 x 500 / 1000 + 16 x 20 s: 600 + 320 + 500 + 320 s.
     assert f"{(600 + 320 + 500 + 320) / 60:.1f} min (goal under 30 min): met" in out
     assert f"{math.ceil(1000 / 64)} jobs x 20.0 s" in out
@@ -67,8 +90,17 @@ def test_the_verdict_says_not_met_and_names_the_caveats(tmp_path: Path, capsys: 
     slow["device"], slow["input_size"] = "device cuda:0 (NVIDIA H200)", 64
     pre = _write(tmp_path / "pre.json", slow)
     scr = _write(tmp_path / "scr.json", _report("scratch", [(16, 100.0, 0.1)]))
-    over = _write(tmp_path / "over.json", {"method": "pretrained", "chunk": 16, "classifier": "torchvision:vgg16",
-                                           "device": "cuda", "overhead_wall_s": 10.0, "imports_wall_s": 5.0})
+    over = _write(
+        tmp_path / "over.json",
+        {
+            "method": "pretrained",
+            "chunk": 16,
+            "classifier": "torchvision:vgg16",
+            "device": "cuda",
+            "overhead_wall_s": 10.0,
+            "imports_wall_s": 5.0,
+        },
+    )
     _verdict().main(["--throughput", str(pre), "--throughput", str(scr), "--overhead", str(over)])
     out = capsys.readouterr().out
     assert "12.0% of the bf16 peak" in out and "(goal 30%): NOT met" in out and "(goal under 30 min): NOT met" in out
@@ -91,20 +123,43 @@ def test_the_verdict_refuses_a_missing_or_partial_report_in_one_line(tmp_path: P
 def test_the_gpu_suite_runs_every_step_at_toy_sizes_on_a_cpu(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "OMP_NUM_THREADS": "2"}
-    res = subprocess.run(["bash", str(BENCH / "gpu_suite.sh"), "--smoke"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=900, check=False)
+    res = subprocess.run(
+        ["bash", str(BENCH / "gpu_suite.sh"), "--smoke"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     log = (out / "suite.log").read_text()
     assert res.returncode == 0, log[-4000:] + res.stderr[-2000:]
     lines = (out / "summary.tsv").read_text().splitlines()
     steps = dict(line.split("\t")[:2] for line in lines[1:])
     assert steps == dict.fromkeys(
-        ["environment", "throughput-pretrained", "throughput-scratch", "job-overhead", "verdict", "throughput-fp32",
-         "throughput-cudnn-benchmark", "precision", "scratch-batching"], "0")
+        [
+            "environment",
+            "throughput-pretrained",
+            "throughput-scratch",
+            "job-overhead",
+            "verdict",
+            "throughput-fp32",
+            "throughput-cudnn-benchmark",
+            "precision",
+            "scratch-batching",
+        ],
+        "0",
+    )
     # What the suite leaves in $OUT: at most 8 files, each named plainly.
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8 and all(name.replace("-", "").replace(".", "").replace("_", "").isalnum() for name in files)
     tp = json.loads((out / "throughput-pretrained.json").read_text())
-    assert [(r["method"], r["chunk"]) for r in tp["rows"]] == [("pretrained", 1), ("pretrained", 2), ("D alone", 1), ("D alone", 2)]
+    assert [(r["method"], r["chunk"]) for r in tp["rows"]] == [
+        ("pretrained", 1),
+        ("pretrained", 2),
+        ("D alone", 1),
+        ("D alone", 2),
+    ]
     assert all(r["flop_per_step"] > 0 and r["target_steps_per_s"] > 0 for r in tp["rows"])
     assert json.loads((out / "throughput-cudnn.json").read_text())["cudnn_benchmark"] is True
     assert json.loads((out / "overhead.json").read_text())["overhead_wall_s"] > 0

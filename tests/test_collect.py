@@ -29,9 +29,23 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for folder, specs in CHUNKS.items():
         targets = [a for spec in specs for a in ("--targets", spec)]
         code = main(
-            ["generate", "--classifier", "torchvision:resnet18", "--weights", "random", "--method", "pixel",
-             *targets, "--out", str(run / folder), "--steps", "2", "--image-size", "64"]
-        )  # fmt: skip
+            [
+                "generate",
+                "--classifier",
+                "torchvision:resnet18",
+                "--weights",
+                "random",
+                "--method",
+                "pixel",
+                *targets,
+                "--out",
+                str(run / folder),
+                "--steps",
+                "2",
+                "--image-size",
+                "64",
+            ]
+        )
         assert code == 0
     return run
 
@@ -51,8 +65,11 @@ def test_merges_chunks_with_paths_relative_to_the_run(run_dir: Path, tmp_path: P
     collect(records_of(run_dir), run_dir, out)
     merged = pd.read_parquet(out)
     assert list(merged["target_id"]) == ["class-0001", "class-0002", "filter-layer1-0000", "pair-0001+0003"]
-    assert list(merged["chunk"]) == [*["generate/pixel/class/chunk-0000"] * 2, "generate/pixel/filter/chunk-0000",
-                                     "generate/pixel/pair/chunk-0000"]  # fmt: skip
+    assert list(merged["chunk"]) == [
+        *["generate/pixel/class/chunk-0000"] * 2,
+        "generate/pixel/filter/chunk-0000",
+        "generate/pixel/pair/chunk-0000",
+    ]
     for image in merged["image"]:
         assert not Path(image).is_absolute() and (run_dir / image).is_file()
     assert merged.loc[0, "image"] == "generate/pixel/class/chunk-0000/class-0001.png"
@@ -93,7 +110,7 @@ def test_the_cli_writes_the_table_and_overwrites_it(run_dir: Path, capsys: pytes
         ("missing_image", "class-0002.png is listed in"),
         ("classifier", "the chunks come from 2 classifiers"),
         ("outside", "is not inside the run folder"),
-        ("no_records", "do not exist"),
+        ("no_records", "does not exist"),
         ("not_records", "lacks column(s)"),
     ],
 )

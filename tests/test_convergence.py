@@ -31,7 +31,10 @@ CLASSES = "class:285,967"  # Egyptian cat, espresso
 )
 def test_probability_above_one_half(tmp_path, method, extra) -> None:
     out = tmp_path / method
-    assert main(["generate", "--method", method, "--targets", CLASSES, "--out", str(out), "--chunk-size", "2", *extra]) == 0
+    assert (
+        main(["generate", "--method", method, "--targets", CLASSES, "--out", str(out), "--chunk-size", "2", *extra])
+        == 0
+    )
     records = pd.read_parquet(out / "records.parquet").set_index("class_index")
     assert records.loc[285, "prob"] > 0.5, records[["prob", "rank"]]
     assert records.loc[967, "prob"] > 0.5, records[["prob", "rank"]]
@@ -39,8 +42,21 @@ def test_probability_above_one_half(tmp_path, method, extra) -> None:
 
 def test_pretrained_on_a_random_decoder_raises_the_activation(tmp_path) -> None:
     out0, out = tmp_path / "zero", tmp_path / "trained"
-    common = ["generate", "--method", "pretrained", "--decoder", "random", "--width", "0.25",
-              "--targets", CLASSES, "--chunk-size", "2", "--set", "snapshots=1"]
+    common = [
+        "generate",
+        "--method",
+        "pretrained",
+        "--decoder",
+        "random",
+        "--width",
+        "0.25",
+        "--targets",
+        CLASSES,
+        "--chunk-size",
+        "2",
+        "--set",
+        "snapshots=1",
+    ]
     # 1 step of lr ~0 renders the starting point (alpha = 1)
     assert main([*common, "--out", str(out0), "--steps", "1", "--set", "lr=1e-12"]) == 0
     assert main([*common, "--out", str(out), "--steps", "100"]) == 0

@@ -1,9 +1,12 @@
-"""`atlas extract` and `load_dataset`: small generated trees, the bundled photos, bad inputs."""
+"""`atlas extract` (`atlas.extract`) and `load_dataset`: small generated trees, the bundled photos, bad inputs."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +15,9 @@ import pytest
 from PIL import Image
 
 from atlas.cli import main
-from atlas.data import imagenet_wnids, load_dataset, parse_classes
+from atlas.dataset import load_dataset
 from atlas.errors import AtlasError
+from atlas.extract import ExtractConfig, extract, imagenet_wnids, parse_classes
 
 
 def _img(path: Path, size: tuple[int, int], mode: str = "RGB", seed: int = 0, **save: object) -> Path:
@@ -272,10 +276,7 @@ def test_bad_inputs_exit_2_and_write_nothing(
 
 def test_failed_rerun_keeps_previous_output(mixed_tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "ds"
-    assert (
-        main(["extract", "--source", "folder", "--root", str(mixed_tree), "--out", str(out), "--size", "8"])
-        == 0
-    )
+    assert main(["extract", "--source", "folder", "--root", str(mixed_tree), "--out", str(out), "--size", "8"]) == 0
     before = (out / "images.npy").read_bytes()
     (tmp_path / "empty").mkdir()
     assert main(["extract", "--source", "folder", "--root", str(tmp_path / "empty"), "--out", str(out)]) == 2
@@ -286,10 +287,7 @@ def test_load_dataset_rejects_mismatched_files(mixed_tree: Path, tmp_path: Path)
     with pytest.raises(AtlasError, match="does not exist"):
         load_dataset(tmp_path / "nothing")
     out = tmp_path / "ds"
-    assert (
-        main(["extract", "--source", "folder", "--root", str(mixed_tree), "--out", str(out), "--size", "8"])
-        == 0
-    )
+    assert main(["extract", "--source", "folder", "--root", str(mixed_tree), "--out", str(out), "--size", "8"]) == 0
     load_dataset(out, verify=True)
     manifest = pd.read_parquet(out / "manifest.parquet")
     manifest.iloc[:-1].to_parquet(out / "manifest.parquet", index=False)
@@ -315,3 +313,39 @@ def test_class_parsing_and_wnid_list() -> None:
         "n02113978",
         "n15075141",
     )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(size=0), "--size 0 must be at least 1 pixel"),
+        (dict(augment_crops=-1), "--augment-crops -1 is negative"),
+        (dict(per_class=0), "--per-class 0 must be at least 1"),
+        (dict(val_fraction=1.0), "--val-fraction 1.0 is outside [0, 1)"),
+        (dict(source="folder", classes="1"), "use them with --source imagenet"),
+        (dict(source="web"), "'web' is not a source"),
+    ],
+)
+def test_config_checks_its_values_for_python_callers(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(AtlasError, match=re.escape(message)):
+        ExtractConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_library_call_matches_the_command_line(mixed_tree: Path, tmp_path: Path) -> None:
+    argv = ["extract", "--source", "folder", "--root", str(mixed_tree), "--size", "12", "--augment-crops", "2"]
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    result = extract(ExtractConfig(source="folder", root=mixed_tree, size=12, augment_crops=2), tmp_path / "lib")
+    assert (result.kept, result.rows, result.skipped) == (6, 18, 2)
+    for name in ("images.npy", "manifest.parquet", "skipped.parquet"):
+        assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "lib" / name).read_bytes()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AtlasError, match="exists and is not a folder"):
+        extract(ExtractConfig(source="folder", root=mixed_tree), tmp_path / "file")
+    with pytest.raises(AtlasError, match="--source folder needs --root DIR"):
+        extract(ExtractConfig(source="folder"), tmp_path / "out")
+
+
+def test_command_line_module_loads_no_heavy_package() -> None:
+    code = "import sys, atlas.cli.extract; print(sorted({'numpy', 'pandas', 'PIL', 'torch'} & set(sys.modules)))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"

@@ -66,7 +66,9 @@ def test_a_filters_exemplars_are_the_images_that_drive_its_channels_hardest(data
     assert by_id["filter-pool-0001"]["exemplar_rows"] == [1, 3, 0]
     assert by_id["filter-pool-0001"]["exemplar_scores"] == pytest.approx([250 / 255, 150 / 255, 10 / 255], abs=1e-6)
     assert by_id["filter-pool-0000+0002"]["exemplar_rows"] == [4, 3, 0]
-    assert by_id["filter-pool-0000+0002"]["exemplar_scores"] == pytest.approx([390 / 255, 300 / 255, 210 / 255], abs=1e-6)
+    assert by_id["filter-pool-0000+0002"]["exemplar_scores"] == pytest.approx(
+        [390 / 255, 300 / 255, 210 / 255], abs=1e-6
+    )
     assert by_id["filter-pool-0001"]["kind"] == "filter" and by_id["filter-pool-0001"]["classes"] == []
     assert by_id["class-0000"]["exemplar_rows"] == [0, 3, 4]
 
@@ -93,8 +95,23 @@ def test_bad_targets_are_refused(dataset: Path, tmp_path: Path, specs: list[str]
 
 
 def test_the_cli_needs_an_extracted_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["exemplars", "--data", str(tmp_path / "none"), "--targets", "class:1", "--classifier", "torchvision:resnet18",
-            "--weights", "random", "--image-size", "32", "--device", "cpu", "--out", str(tmp_path / "ex")]  # fmt: skip
+    args = [
+        "exemplars",
+        "--data",
+        str(tmp_path / "none"),
+        "--targets",
+        "class:1",
+        "--classifier",
+        "torchvision:resnet18",
+        "--weights",
+        "random",
+        "--image-size",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "ex"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("atlas exemplars: error: dataset folder") and "\n" not in err
@@ -104,9 +121,27 @@ def test_the_cli_needs_an_extracted_dataset(tmp_path: Path, capsys: pytest.Captu
 def test_the_cli_writes_exemplars_for_a_real_classifier(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     data = write_dataset(tmp_path / "dataset", rng.integers(0, 256, (5, 40, 40, 3), dtype=np.uint8))
-    args = ["exemplars", "--data", str(data), "--targets", "class:1", "--targets", "pair:2+3", "--top-k", "2",
-            "--classifier", "torchvision:resnet18", "--weights", "random", "--image-size", "32", "--device", "cpu",
-            "--out", str(tmp_path / "ex")]  # fmt: skip
+    args = [
+        "exemplars",
+        "--data",
+        str(data),
+        "--targets",
+        "class:1",
+        "--targets",
+        "pair:2+3",
+        "--top-k",
+        "2",
+        "--classifier",
+        "torchvision:resnet18",
+        "--weights",
+        "random",
+        "--image-size",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "ex"),
+    ]
     assert main(args) == 0
     table = pq.read_table(tmp_path / "ex" / EXEMPLARS).to_pylist()
     assert [row["target_id"] for row in table] == ["class-0001", "pair-0002+0003"]

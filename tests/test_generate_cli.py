@@ -19,15 +19,47 @@ def run(capsys, *args: str) -> tuple[int, str]:
 def test_outputs_and_records(tmp_path, capsys) -> None:
     out = tmp_path / "out"
     code, _ = run(
-        capsys, "--classifier", "torchvision:resnet18", "--weights", "random", "--method", "pixel",
-        "--targets", "class:1,2", "--targets", "pair:1+3;filter:layer1:0", "--out", str(out),
-        "--steps", "2", "--chunk-size", "3", "--image-size", "64",
+        capsys,
+        "--classifier",
+        "torchvision:resnet18",
+        "--weights",
+        "random",
+        "--method",
+        "pixel",
+        "--targets",
+        "class:1,2",
+        "--targets",
+        "pair:1+3;filter:layer1:0",
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--chunk-size",
+        "3",
+        "--image-size",
+        "64",
     )
     assert code == 0
     records = pd.read_parquet(out / "records.parquet")
     assert list(records["target_id"]) == ["class-0001", "class-0002", "pair-0001+0003", "filter-layer1-0000"]
-    required = {"target_id", "kind", "method", "class_index", "label", "layer", "channel", "activation",
-                "prob", "rank", "steps", "seed", "seconds", "failed", "loss_curve", "top5"}
+    required = {
+        "target_id",
+        "kind",
+        "method",
+        "class_index",
+        "label",
+        "layer",
+        "channel",
+        "activation",
+        "prob",
+        "rank",
+        "steps",
+        "seed",
+        "seconds",
+        "failed",
+        "loss_curve",
+        "top5",
+    }
     assert required <= set(records.columns)
     first = records.iloc[0]
     assert first["label"] == "goldfish" and first["class_index"] == 1 and first["kind"] == "class"
@@ -76,8 +108,19 @@ def test_bad_input_is_a_one_line_error_exit_2_and_no_output(tmp_path, capsys, ar
 
 def test_maco_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys) -> None:
     out = tmp_path / "out"
-    code, err = run(capsys, "--method", "maco", "--targets", "class:1", "--steps", "1", "--out", str(out),
-                    "--spectrum-from", str(tmp_path / "nodata"))
+    code, err = run(
+        capsys,
+        "--method",
+        "maco",
+        "--targets",
+        "class:1",
+        "--steps",
+        "1",
+        "--out",
+        str(out),
+        "--spectrum-from",
+        str(tmp_path / "nodata"),
+    )
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "nodata" in lines[0], err
     assert not out.exists()
@@ -89,8 +132,24 @@ def test_pretrained_needs_a_decoder(tmp_path, capsys) -> None:
 
 
 def test_nan_fails_the_run_with_nothing_written_unless_recorded(tmp_path, capsys) -> None:
-    args = ["--classifier", "torchvision:resnet18", "--weights", "random", "--method", "scratch", "--width", "0.0625",
-            "--targets", "class:1", "--steps", "6", "--set", "lr=1e20", "--image-size", "32"]
+    args = [
+        "--classifier",
+        "torchvision:resnet18",
+        "--weights",
+        "random",
+        "--method",
+        "scratch",
+        "--width",
+        "0.0625",
+        "--targets",
+        "class:1",
+        "--steps",
+        "6",
+        "--set",
+        "lr=1e20",
+        "--image-size",
+        "32",
+    ]
     out = tmp_path / "out"
     code, err = run(capsys, *args, "--out", str(out))
     assert code == 2 and "failed, first class-0001: loss became nan" in err.lower()
@@ -121,9 +180,28 @@ def test_sigterm_removes_the_partial_output(tmp_path) -> None:
 
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "atlas.cli", "generate", "--classifier", "torchvision:resnet18", "--weights", "random",
-         "--method", "pixel", "--targets", "class:1", "--steps", "100000", "--image-size", "32", "--out", str(out)],
-        stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "atlas.cli",
+            "generate",
+            "--classifier",
+            "torchvision:resnet18",
+            "--weights",
+            "random",
+            "--method",
+            "pixel",
+            "--targets",
+            "class:1",
+            "--steps",
+            "100000",
+            "--image-size",
+            "32",
+            "--out",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -160,8 +238,20 @@ def _out_of_memory_above(monkeypatch, limit: int) -> list[int]:
 
 
 def test_a_chunk_that_runs_out_of_memory_runs_again_as_halves(tmp_path, capsys, monkeypatch) -> None:
-    args = ["--classifier", "torchvision:resnet18", "--weights", "random", "--method", "pixel",
-            "--targets", "class:0-4", "--steps", "3", "--image-size", "32"]
+    args = [
+        "--classifier",
+        "torchvision:resnet18",
+        "--weights",
+        "random",
+        "--method",
+        "pixel",
+        "--targets",
+        "class:0-4",
+        "--steps",
+        "3",
+        "--image-size",
+        "32",
+    ]
     assert run(capsys, *args, "--chunk-size", "2", "--out", str(tmp_path / "twos"))[0] == 0
     tried = _out_of_memory_above(monkeypatch, 2)
     code, err = run(capsys, *args, "--chunk-size", "5", "--out", str(tmp_path / "halved"))
@@ -179,8 +269,23 @@ def test_a_chunk_that_runs_out_of_memory_runs_again_as_halves(tmp_path, capsys, 
 
 def test_one_target_that_does_not_fit_is_a_one_line_error(tmp_path, capsys, monkeypatch) -> None:
     _out_of_memory_above(monkeypatch, 0)
-    code, err = run(capsys, "--classifier", "torchvision:resnet18", "--weights", "random", "--method", "pixel",
-                    "--targets", "class:0-1", "--steps", "2", "--image-size", "32", "--out", str(tmp_path / "o"))
+    code, err = run(
+        capsys,
+        "--classifier",
+        "torchvision:resnet18",
+        "--weights",
+        "random",
+        "--method",
+        "pixel",
+        "--targets",
+        "class:0-1",
+        "--steps",
+        "2",
+        "--image-size",
+        "32",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert code == 2
     assert "does not fit in cpu's memory; lower --width or --image-size" in err.strip().splitlines()[-1]
     assert not (tmp_path / "o").exists() and not list(tmp_path.iterdir())

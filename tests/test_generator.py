@@ -29,12 +29,23 @@ def test_pretrained_trains_exactly_the_3200_alphas() -> None:
 def test_every_stage_has_the_authors_shape() -> None:
     decoder = Decoder(width=1.0)
     expected = [
-        (128, 10), (512, 9), (512, 9),
-        (512, 18), (256, 16), (256, 16),
-        (256, 32), (256, 30), (256, 30),
-        (256, 60), (128, 58), (128, 58),
-        (128, 116), (128, 113), (128, 113),
-        (128, 226), (3, 224),
+        (128, 10),
+        (512, 9),
+        (512, 9),
+        (512, 18),
+        (256, 16),
+        (256, 16),
+        (256, 32),
+        (256, 30),
+        (256, 30),
+        (256, 60),
+        (128, 58),
+        (128, 58),
+        (128, 116),
+        (128, 113),
+        (128, 113),
+        (128, 226),
+        (3, 224),
     ]
     x = torch.ones(2, FEATURES).reshape(2, 128, 5, 5)
     shapes = []
@@ -112,10 +123,21 @@ def test_a_decoder_of_another_architecture_is_refused(tmp_path) -> None:
 def test_generate_refuses_a_bad_decoder_file(tmp_path, capsys, name) -> None:
     (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
     out = tmp_path / "out"
-    code = main([
-        "generate", "--method", "pretrained", "--targets", "class:1", "--out", str(out),
-        "--decoder", str(tmp_path / name), "--steps", "1",
-    ])
+    code = main(
+        [
+            "generate",
+            "--method",
+            "pretrained",
+            "--targets",
+            "class:1",
+            "--out",
+            str(out),
+            "--decoder",
+            str(tmp_path / name),
+            "--steps",
+            "1",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "decoder" in err[0]

@@ -18,7 +18,7 @@ from atlas.errors import AtlasError
 from atlas.exemplars import exemplars
 from atlas.index import build_index, config_sha256, read_provenance
 from atlas.schema import INDEX_COLUMNS, INDEX_FORMAT, PROVENANCE_KEY, check_index, markdown_table
-from atlas.scores import robustness_set, score_chunk, write_scores
+from atlas.score import robustness_set, score_chunk, write_scores
 from atlas.targets import parse_specs
 from tests.tiny import make_chunk, tiny_classifier, write_dataset
 
@@ -63,9 +63,20 @@ def run_copy(tiny_run: Path, tmp_path: Path) -> Path:
 
 def index_args(run: Path, scores: list[Path] | None = None, exemplars: Path | None = None) -> list[str]:
     ex = exemplars if exemplars is not None else run / "exemplars" / "exemplars.parquet"
-    return ["index", "--run-dir", str(run), "--records", str(run / "records.parquet"), "--exemplars", str(ex),
-            "--config-json", json.dumps(CONFIG), "--out", str(run / "index.parquet"),
-            *map(str, scores if scores is not None else scores_of(run))]  # fmt: skip
+    return [
+        "index",
+        "--run-dir",
+        str(run),
+        "--records",
+        str(run / "records.parquet"),
+        "--exemplars",
+        str(ex),
+        "--config-json",
+        json.dumps(CONFIG),
+        "--out",
+        str(run / "index.parquet"),
+        *map(str, scores if scores is not None else scores_of(run)),
+    ]
 
 
 def test_the_index_joins_records_scores_and_exemplars(run_copy: Path) -> None:
@@ -87,7 +98,9 @@ def test_the_index_joins_records_scores_and_exemplars(run_copy: Path) -> None:
         assert row["classifier_sha256"] is None and row["decoder_sha256"] is None  # random weights, pixel method
     cls = rows["class-0001"]
     assert cls["d_prob"] == records["class-0001"]["prob"] and cls["d_rank"] == records["class-0001"]["rank"]
-    assert len(cls["exemplars"]) == 2 and all(p.startswith("exemplars/dataset-") and (run_copy / p).is_file() for p in cls["exemplars"])
+    assert len(cls["exemplars"]) == 2 and all(
+        p.startswith("exemplars/dataset-") and (run_copy / p).is_file() for p in cls["exemplars"]
+    )
     assert len(rows["pair-0001+0003"]["exemplars"]) == 2
     # A filter: no probability or rank, but a robustness of its activation, and exemplars.
     filt = rows["filter-act-0000"]
@@ -96,7 +109,9 @@ def test_the_index_joins_records_scores_and_exemplars(run_copy: Path) -> None:
     assert filt["exemplar_scores"] == sorted(filt["exemplar_scores"], reverse=True)
     # The provenance, complete, in the schema metadata.
     prov = read_provenance(run_copy / "index.parquet")
-    assert prov["format"] == INDEX_FORMAT and prov["config"] == CONFIG and prov["config_sha256"] == config_sha256(CONFIG)
+    assert (
+        prov["format"] == INDEX_FORMAT and prov["config"] == CONFIG and prov["config_sha256"] == config_sha256(CONFIG)
+    )
     assert prov["judge"]["name"] == "tiny" and [t["name"] for t in prov["robustness"]][-2:] == ["scale(0.9)", "flip"]
     assert prov["exemplars"]["top_k"] == 2 and set(prov["chunks"]) == set(CHUNKS)
     assert PROVENANCE_KEY in table.schema.metadata
@@ -142,7 +157,10 @@ def _damage(run: Path, damage: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        ("missing_scores", "no scores for target pair-0001+0003 of method pixel (chunk generate/pixel/pair/chunk-0000)"),
+        (
+            "missing_scores",
+            "no scores for target pair-0001+0003 of method pixel (chunk generate/pixel/pair/chunk-0000)",
+        ),
         ("twice", "target class-0001 of method pixel is scored twice"),
         ("stale", "no scores for target class-0004 of method pixel"),
         ("judge", "was scored under another judge or robustness set"),

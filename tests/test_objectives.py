@@ -11,6 +11,7 @@ from atlas.objectives import (
     OtherClasses,
     class_loss,
     filter_loss,
+    target_objective,
 )
 from tests.tiny import constant_image, linear_classifier, tiny_classifier
 
@@ -85,10 +86,13 @@ def _chunk_objectives():
     from atlas.targets import Target
 
     targets = [
-        Target("class", (1,)), Target("class", (4,)), Target("pair", (2, 3)),
-        Target("filter", layer="conv", channels=(2,)), Target("filter", layer="conv", channels=(0, 3)),
+        Target("class", (1,)),
+        Target("class", (4,)),
+        Target("pair", (2, 3)),
+        Target("filter", layer="conv", channels=(2,)),
+        Target("filter", layer="conv", channels=(0, 3)),
     ]
-    objs = [t.objective(0.01, True) for t in targets]
+    objs = [target_objective(t, 0.01, True) for t in targets]
     objs += [
         class_loss([5], target_relu=False),  # the raw logit, which passes a gradient below 0
         class_loss([0], penalty=0.0),

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from atlas.draws import Draws
 from atlas.generate import GenerateConfig, generate, random_transforms
 from atlas.generator import Decoder
 from atlas.methods import settings_for
-from atlas.objectives import ChunkLoss, Objective
+from atlas.objectives import ChunkLoss, Objective, target_objective
 from atlas.optimise import chunk_loss, optimise
-from atlas.draws import Draws
 from atlas.parameterise import FourierImage, MagnitudeFourier, Pixels, PretrainedG, ScratchG, roll_rows
 from atlas.targets import Target, parse_specs
 from tests.tiny import tiny_classifier
@@ -29,7 +29,7 @@ ATOL = 2e-3
 # statistics of a single image; in a nearly constant channel that division amplifies rounding,
 # and Adamax's first step is sign-like (lr * g / |g|), so gradient entries at rounding level flip
 # sign: scratch trajectories agree to ATOL after one step, then become equally good but different
-# pixels (README, "Chunks"). The pretrained code is standardised (LayerNorm over its 3200 values)
+# pixels (docs/design.md, "A chunk as one optimisation"). The pretrained code is standardised (LayerNorm over its 3200 values)
 # and Adam's first steps are sign-like too: its trajectories part by ~1e-3 a step (9e-4 after one
 # step, 1.3e-2 after eight, measured), so it is checked after one. Pixel, fourier and maco stay
 # within ATOL over 8 steps.
@@ -56,7 +56,7 @@ def _param(method: str, seeds: list[int], clf):
 def _run(method: str, targets: list[Target], clf) -> torch.Tensor:
     seeds = [t.seed(7) for t in targets]
     s, param = _param(method, seeds, clf)
-    objs = [t.objective(s.penalty, s.target_relu) for t in targets]
+    objs = [target_objective(t, s.penalty, s.target_relu) for t in targets]
     # the default presets apply the random transformations: each target draws its own
     assert s.transforms
     return optimise(clf, objs, param, s, transforms=random_transforms(s, clf, seeds, CPU)).images
@@ -95,7 +95,7 @@ def test_optimisation_improves_the_objective_by_a_margin() -> None:
     targets = [Target("class", (1,)), Target("filter", layer="conv", channels=(2,))]
     s = settings_for("pixel", overrides={"steps": "30", "jitter": "0"})
     param = Pixels(s, [t.seed(0) for t in targets], clf.input_size, clf.normalise, CPU)
-    objs = [t.objective(s.penalty, s.target_relu) for t in targets]
+    objs = [target_objective(t, s.penalty, s.target_relu) for t in targets]
     with torch.no_grad():
         before = chunk_loss(clf, objs, param.render())
     result = optimise(clf, objs, param, s)
@@ -168,7 +168,7 @@ def test_a_nan_in_one_row_leaves_the_others_untouched(where: str, read_every: in
     clf = tiny_classifier()
     s = settings_for("pixel", overrides={"steps": "5", "jitter": "0"})
     targets = [Target("class", (1,)), Target("class", (2,))]
-    objs = [t.objective(s.penalty, s.target_relu) for t in targets]
+    objs = [target_objective(t, s.penalty, s.target_relu) for t in targets]
     seeds = [t.seed(0) for t in targets]
     if where == "objective":
         objs[1] = _NaNFromStep(objs[1], 3)
@@ -241,7 +241,7 @@ def test_a_steps_operations_do_not_grow_with_the_chunk(method: str) -> None:
     def ops(chunk: list[Target], steps: int) -> int:
         s, param = _param(method, [t.seed(7) for t in chunk], clf)
         s = replace(s, steps=steps, snapshots=1)
-        objs = [t.objective(s.penalty, s.target_relu) for t in chunk]
+        objs = [target_objective(t, s.penalty, s.target_relu) for t in chunk]
         transforms = random_transforms(s, clf, [t.seed(7) for t in chunk], CPU)
         with _CountOps() as counter:
             optimise(clf, objs, param, s, transforms=transforms)

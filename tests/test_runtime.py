@@ -1,6 +1,6 @@
 """Runtime options (atlas.runtime): bf16 and channels-last give the fp32 images within stated
 tolerances, resolve per device, and are recorded with the outputs. `--compile` is not tested
-here: compiling even the tiny nets takes about a minute of CPU per run (README, "Benchmarks").
+here: compiling even the tiny nets takes about a minute of CPU per run (docs/benchmarks.md, "Speed options").
 
 Tolerances. bf16 runs D only (G stays fp32, see `atlas.parameterise`) and keeps 8 significant
 bits, so a step's loss agrees with fp32's to about 1%; where the optimiser is linear in the
@@ -8,7 +8,7 @@ gradient (SGD), the saved images of the pretrained and pixel methods agree withi
 levels (a tenth of a level on average) after 6 steps that moved them by over ten levels.
 Sign-like optimisers (Adam, Adamax) turn rounding-level gradient entries into full steps, and the scratch method's G (BatchNorm over a
 single image) amplifies any rounding, so for those only one forward pass is compared; their
-trajectories part as those of a chunk and its singles do (README, "Chunks").
+trajectories part as those of a chunk and its singles do (docs/design.md, "A chunk as one optimisation").
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from atlas.errors import AtlasError
 from atlas.generate import GenerateConfig, generate
 from atlas.generator import Decoder
 from atlas.methods import settings_for
+from atlas.objectives import target_objective
 from atlas.optimise import chunk_loss
 from atlas.parameterise import Pixels, PretrainedG, ScratchG
 from atlas.runtime import Runtime, resolve_runtime
@@ -86,7 +87,13 @@ SGD_LR = {"pretrained": "0.05", "pixel": "2"}
 # and the transformations' resampling passes the difference on. Measured here after 6 steps: up
 # to 86 levels with the default preset, 15 with only the code as the paper's, 3 with the
 # transformations off as well; equally good images, different pixels.
-FIRST_PRETRAINED = {"code_norm": "false", "transforms": "false", "penalty": "0.01", "reg": "l2_norm", "reg_weight": "0.1"}
+FIRST_PRETRAINED = {
+    "code_norm": "false",
+    "transforms": "false",
+    "penalty": "0.01",
+    "reg": "l2_norm",
+    "reg_weight": "0.1",
+}
 EXTRA = {"pretrained": FIRST_PRETRAINED, "pixel": {}}
 
 
@@ -120,7 +127,7 @@ def test_a_bf16_step_computes_the_fp32_losses_and_really_runs_in_bf16(method: st
     clf = tiny_classifier()
     seeds = [t.seed(0) for t in TARGETS]
     s, param = _param(method, seeds, clf)
-    objs = [t.objective(s.penalty, s.target_relu) for t in TARGETS]
+    objs = [target_objective(t, s.penalty, s.target_relu) for t in TARGETS]
     assert clf.layers  # the layer probe's own forward pass, before the hook
     seen: list[torch.dtype] = []
     hook = clf.model.conv.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
@@ -169,8 +176,21 @@ def test_auto_resolves_per_device(monkeypatch) -> None:
 
 
 def test_the_flags_reach_run_json_and_the_records(tmp_path, capsys) -> None:
-    common = ["generate", "--classifier", "torchvision:resnet18", "--weights", "random", "--method", "pixel",
-              "--targets", "class:1", "--steps", "1", "--image-size", "32"]
+    common = [
+        "generate",
+        "--classifier",
+        "torchvision:resnet18",
+        "--weights",
+        "random",
+        "--method",
+        "pixel",
+        "--targets",
+        "class:1",
+        "--steps",
+        "1",
+        "--image-size",
+        "32",
+    ]
     assert main([*common, "--out", str(tmp_path / "auto")]) == 0
     assert main([*common, "--precision", "bf16", "--channels-last", "on", "--out", str(tmp_path / "set")]) == 0
     capsys.readouterr()

@@ -13,17 +13,10 @@ from PIL import Image
 
 from atlas.cli import main
 from atlas.errors import AtlasError
-from atlas.scores import (
-    SCORES_KEY,
-    Transform,
-    class_scores,
-    robustness,
-    robustness_set,
-    score,
-    score_chunk,
-    to_input,
-    to_rgb,
-)
+from atlas.image_scores import class_scores, score
+from atlas.pixels import to_input, to_rgb
+from atlas.schema import SCORES_KEY
+from atlas.score import Transform, robustness, robustness_set, score_chunk
 from atlas.targets import Target
 from tests.tiny import constant_image, linear_classifier, make_chunk, tiny_classifier
 
@@ -64,7 +57,9 @@ def test_the_robustness_set_is_fixed_by_its_seed() -> None:
     assert all(t.dx or t.dy for t in shifts) and all(max(abs(t.dx), abs(t.dy)) <= 4 for t in shifts)
     assert robustness_set() == default
     assert robustness_set(seed=1)[:4] != shifts
-    assert robustness_set(jitter_px=1, jitter_count=3, scales=(), flip=False, seed=5) == robustness_set(1, 3, [], False, 5)
+    assert robustness_set(jitter_px=1, jitter_count=3, scales=(), flip=False, seed=5) == robustness_set(
+        1, 3, [], False, 5
+    )
     assert robustness_set(jitter_count=0, scales=(), flip=False) == ()
 
 
@@ -152,7 +147,9 @@ def test_score_chunk_reproduces_d_and_scores_under_the_judge(chunk: Path) -> Non
                 assert row["robust_activation"] == pytest.approx(1.0, abs=1e-5)
         # The judge, computed by hand from the PNG.
         pixels = torch.from_numpy(np.array(Image.open(chunk / rec["image"]).convert("RGB")))[None]
-        target = Target(kind=rec["kind"], classes=tuple(rec["classes"]), layer=rec["layer"], channels=tuple(rec["channels"]))
+        target = Target(
+            kind=rec["kind"], classes=tuple(rec["classes"]), layer=rec["layer"], channels=tuple(rec["channels"])
+        )
         want = class_scores(judge.forward(to_input(judge, to_rgb(pixels))).logits, [target])
         assert row["judge_top5"] == want.top5[0].tolist()
         assert row["judge_top5_labels"] == [judge.class_names[c] for c in want.top5[0].tolist()]
@@ -182,27 +179,50 @@ def test_score_refuses_a_chunk_of_another_classifier_or_a_judge_of_other_classes
         score_chunk(other, tiny_classifier(), chunk, ())
     with pytest.raises(AtlasError, match="the judge tiny has 10 classes and D 6"):
         score_chunk(tiny_classifier(), tiny_classifier(num_classes=10), chunk, ())
-    with pytest.raises(AtlasError, match="do not exist; run `atlas generate`"):
+    with pytest.raises(AtlasError, match="does not exist; run `atlas generate`"):
         score_chunk(tiny_classifier(), tiny_classifier(), tmp_path / "nothing", ())
 
 
 def test_the_cli_writes_scores_with_their_provenance(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     chunk = tmp_path / "chunk-0000"
     common = ["--classifier", "torchvision:resnet18", "--weights", "random", "--image-size", "64"]
-    assert main(["generate", *common, "--method", "pixel", "--targets", "class:1", "--out", str(chunk), "--steps", "1"]) == 0
+    assert (
+        main(["generate", *common, "--method", "pixel", "--targets", "class:1", "--out", str(chunk), "--steps", "1"])
+        == 0
+    )
     out = tmp_path / "scores.parquet"
-    args = ["score", "--chunk", str(chunk), *common, "--judge", "torchvision:resnet18", "--judge-weights", "random",
-            "--jitter-count", "2", "--no-scale", "--no-flip", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    args = [
+        "score",
+        "--chunk",
+        str(chunk),
+        *common,
+        "--judge",
+        "torchvision:resnet18",
+        "--judge-weights",
+        "random",
+        "--jitter-count",
+        "2",
+        "--no-scale",
+        "--no-flip",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     table = pq.read_table(out)
     assert table.num_rows == 1 and table.column("judge").to_pylist() == ["torchvision:resnet18"]
     info = json.loads(table.schema.metadata[SCORES_KEY])
-    assert [t["name"] for t in info["robustness"]] == [t.name for t in robustness_set(jitter_count=2, scales=(), flip=False)]
+    assert [t["name"] for t in info["robustness"]] == [
+        t.name for t in robustness_set(jitter_count=2, scales=(), flip=False)
+    ]
     assert info["judge"]["input_size"] == 224 and info["classifier"]["input_size"] == 64
     # Bad input: one line, exit 2, nothing written.
     bad = tmp_path / "bad.parquet"
     capsys.readouterr()
-    assert main(["score", "--chunk", str(tmp_path / "none"), *common, "--judge-weights", "random", "--out", str(bad)]) == 2
+    assert (
+        main(["score", "--chunk", str(tmp_path / "none"), *common, "--judge-weights", "random", "--out", str(bad)]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("atlas score: error:") and "\n" not in err and not bad.exists()
 

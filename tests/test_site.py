@@ -15,7 +15,7 @@ import pytest
 
 from atlas.cli import main
 from atlas.formatting import number, percent
-from atlas.site import MARKER, METHOD_DESCRIPTIONS, _method_order, _targets, comparison, load_index, slug
+from atlas.site import MARKER, METHOD_DESCRIPTIONS, comparison, load_index, method_order, slug, target_views
 from tests.site_synthetic import synthetic_index
 
 EVIL = "<script>alert(1)</script> & \"dq\" 'sq' a/b"
@@ -27,8 +27,13 @@ SCRIPTS = {"data/index.js", "assets/atlas.js"}
 
 def _judged(d_prob: float, rank: int, top1: int, judge_prob: float, seconds: float) -> dict[str, object]:
     """A class target's scores: D's probability, the judge's rank of the class, its top-1 class, ..."""
-    return {"d_prob": d_prob, "judge_rank": rank, "judge_top5": [top1, 990, 991, 992, 993], "judge_prob": judge_prob,
-            "seconds": seconds}
+    return {
+        "d_prob": d_prob,
+        "judge_rank": rank,
+        "judge_top5": [top1, 990, 991, 992, 993],
+        "judge_prob": judge_prob,
+        "seconds": seconds,
+    }
 
 
 # The class targets' scores, chosen so that the comparison table's cells are known by construction.
@@ -136,14 +141,27 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def grid_data(site: Path) -> dict:
     text = (site / "data" / "index.js").read_text(encoding="ascii")
     assert text.startswith("window.ATLAS_INDEX=") and text.endswith(";\n")
-    return json.loads(text[len("window.ATLAS_INDEX="):-2])
+    return json.loads(text[len("window.ATLAS_INDEX=") : -2])
 
 
 def test_the_site_has_every_page_and_file(site: Path) -> None:
     names = {p.name for p in site.iterdir()}
-    for name in ("index.html", "summary.html", "pairs.html", "layers.html", "provenance.html", "downloads.html",
-                 "index.parquet", "index.csv", "class-0000.html", "class-0003.html", "pair-0000+0001.html",
-                 "filter-features.3-0000.html", "layer-features.3.html", MARKER):
+    for name in (
+        "index.html",
+        "summary.html",
+        "pairs.html",
+        "layers.html",
+        "provenance.html",
+        "downloads.html",
+        "index.parquet",
+        "index.csv",
+        "class-0000.html",
+        "class-0003.html",
+        "pair-0000+0001.html",
+        "filter-features.3-0000.html",
+        "layer-features.3.html",
+        MARKER,
+    ):
         assert name in names, name
     # Every image but the failed one, at full size and as a thumbnail; the exemplars.
     assert len(list((site / "images").rglob("*.png"))) == 3 * 7 - 1
@@ -202,7 +220,10 @@ def test_class_names_render_as_text_everywhere(site: Path) -> None:
     # The class's own page and the pair page show the name as text, with its markup escaped.
     page = parse(site / "class-0001.html")
     assert EVIL in "".join(page.text)
-    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;dq&#34; &#39;sq&#39; a/b" in (site / "class-0001.html").read_text()
+    assert (
+        "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;dq&#34; &#39;sq&#39; a/b"
+        in (site / "class-0001.html").read_text()
+    )
     assert f"class 0 + {EVIL}" in "".join(parse(site / "pairs.html").text)
     # The grid's data file gives the name back exactly, from escapes only.
     labels = {row[0]: row[4] for row in grid_data(site)["rows"]}
@@ -299,6 +320,14 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path: Path, capsys
     assert "out of range" in _error(capsys, ["site", "--index", str(index), "--thumb-size", "2"])
 
 
+def test_the_command_line_default_thumbnail_side_is_the_sites() -> None:
+    # atlas.cli.site keeps its own copy so that `atlas site --help` does not import the renderer.
+    import atlas.cli.site
+    import atlas.site
+
+    assert atlas.cli.site.THUMB_SIZE == atlas.site.THUMB_SIZE
+
+
 def test_the_workflow_rule_renders_the_site_from_the_index(tmp_path: Path) -> None:
     from tests.test_workflow import RUN, ok, snakemake, write_config
 
@@ -314,21 +343,58 @@ def test_the_workflow_rule_renders_the_site_from_the_index(tmp_path: Path) -> No
 NBSP = "\u00a0"
 
 
-@pytest.mark.parametrize(("p", "text"), [
-    (None, "–"), (float("nan"), "–"), (float("inf"), "–"), (0, "0 %"), (0.0, "0 %"), (1, "100 %"), (1.0, "100 %"),
-    (1e-9, "< 0.001 %"), (0.000_01, "0.001 %"), (0.0008013, "0.0801 %"), (0.5, "50 %"), (0.9731, "97.3 %"),
-    (0.999, "99.9 %"), (0.9995, "> 99.9 %"), (0.99999, "> 99.9 %"), (1.000_000_1, "100 %"),
-])
+@pytest.mark.parametrize(
+    ("p", "text"),
+    [
+        (None, "–"),
+        (float("nan"), "–"),
+        (float("inf"), "–"),
+        (0, "0 %"),
+        (0.0, "0 %"),
+        (1, "100 %"),
+        (1.0, "100 %"),
+        (1e-9, "< 0.001 %"),
+        (0.000_01, "0.001 %"),
+        (0.0008013, "0.0801 %"),
+        (0.5, "50 %"),
+        (0.9731, "97.3 %"),
+        (0.999, "99.9 %"),
+        (0.9995, "> 99.9 %"),
+        (0.99999, "> 99.9 %"),
+        (1.000_000_1, "100 %"),
+    ],
+)
 def test_probabilities_print_as_percentages_never_rounded_to_0_or_100(p: object, text: str) -> None:
     assert percent(p) == text.replace(" ", NBSP)  # never wraps apart
 
 
-@pytest.mark.parametrize(("v", "text"), [
-    (None, "–"), (float("nan"), "–"), (float("-inf"), "–"), (0, "0"), (0.0, "0"), (1, "1"), (1.0, "1"), (1e-9, "1e-9"),
-    (0.5, "0.5"), (0.99999, "1"), (0.00042, "4.2e-4"), (0.0012345, "0.00123"), (12.345, "12.3"), (-3.14159, "-3.14"),
-    (999.4, "999"), (999.7, "1000"), (12345.6, "12346"), (-12345.6, "-12346"), (2.5e7, "2.5e7"),
-    (123456789, "123456789"), (True, "yes"), (False, "no"),  # integers (ranks, seeds) exact
-])
+@pytest.mark.parametrize(
+    ("v", "text"),
+    [
+        (None, "–"),
+        (float("nan"), "–"),
+        (float("-inf"), "–"),
+        (0, "0"),
+        (0.0, "0"),
+        (1, "1"),
+        (1.0, "1"),
+        (1e-9, "1e-9"),
+        (0.5, "0.5"),
+        (0.99999, "1"),
+        (0.00042, "4.2e-4"),
+        (0.0012345, "0.00123"),
+        (12.345, "12.3"),
+        (-3.14159, "-3.14"),
+        (999.4, "999"),
+        (999.7, "1000"),
+        (12345.6, "12346"),
+        (-12345.6, "-12346"),
+        (2.5e7, "2.5e7"),
+        (123456789, "123456789"),
+        (True, "yes"),
+        (False, "no"),  # integers (ranks, seeds) exact
+    ],
+)
 def test_other_numbers_print_to_3_significant_digits(v: object, text: str) -> None:
     assert number(v) == text
 
@@ -347,8 +413,16 @@ def test_the_summary_leads_with_the_comparison_of_the_methods_on_the_classes(sit
     found = tables(site / "summary.html")
     assert [cls for cls, _ in found][:2] == ["comparison", "summary"]  # first, before the per-kind tables
     head, *rows = found[0][1]
-    assert head == ["method", "images", "D prob > 0.5", "judge top-1", "judge top-5", "mean judge prob",
-                    "distinct judge top-1 labels", "seconds per image"]
+    assert head == [
+        "method",
+        "images",
+        "D prob > 0.5",
+        "judge top-1",
+        "judge top-5",
+        "mean judge prob",
+        "distinct judge top-1 labels",
+        "seconds per image",
+    ]
     assert rows == [
         ["scratch", "4", "3/4 (75 %)", "2/4 (50 %)", "3/4 (75 %)", "38 %", "3", "3"],
         ["pretrained", "4", "2/4 (50 %)", "1/4 (25 %)", "3/4 (75 %)", "31.5 %", "2", "11.5"],
@@ -358,7 +432,8 @@ def test_the_summary_leads_with_the_comparison_of_the_methods_on_the_classes(sit
     assert text.index('class="comparison"') < text.index("How to read it") < text.index('class="summary"')
     # The same counts from the function, straight from the index.
     table, _ = load_index(site / "index.parquet")
-    by_method = {c.method: c for c in comparison(_targets(table.to_pylist(), site), ["scratch", "pretrained", "pixel"])}
+    targets = target_views(table.to_pylist(), site)
+    by_method = {c.method: c for c in comparison(targets, ["scratch", "pretrained", "pixel"])}
     s, p, x = by_method["scratch"], by_method["pretrained"], by_method["pixel"]
     assert (s.n, s.failed, s.d_over_half, s.judge_top1, s.judge_top5, s.distinct_top1) == (4, 0, 3, 2, 3, 3)
     assert (p.n, p.failed, p.d_over_half, p.judge_top1, p.judge_top5, p.distinct_top1) == (4, 0, 2, 1, 3, 2)
@@ -372,7 +447,7 @@ def test_the_summary_describes_each_known_method_in_the_site_order(tmp_path: Pat
     names = ("maco", "pixel", "new-method", "scratch", "fourier", "pretrained")
     index = synthetic_index(tmp_path / "run", methods=names, pairs=(), filters={})
     assert main(["site", "--index", str(index), "--out", str(tmp_path / "site")]) == 0
-    order = _method_order(names)
+    order = method_order(names)
     assert order[:3] == ["scratch", "pretrained", "pixel"] and order[-1] == "new-method"  # unknown names last
     found = tables(tmp_path / "site" / "summary.html")
     assert found[0][0] == "comparison"

@@ -11,6 +11,7 @@ apt-get, the install failed) the tests fail, not skip, with one line saying why.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -46,10 +47,21 @@ EDGES = {
 # Off the network: every host resolves to nothing and every request would go to a dead proxy;
 # no background traffic of the browser's own (updates, sync, metrics).
 OFFLINE_FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>", "--host-resolver-rules=MAP * ~NOTFOUND",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
-    "--disable-default-apps", "--no-first-run", "--no-default-browser-check", "--metrics-recording-only",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--proxy-server=127.0.0.1:9",
+    "--proxy-bypass-list=<-loopback>",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--metrics-recording-only",
     "--window-size=1280,1000",
 )
 
@@ -72,8 +84,15 @@ def _apt(log: Path, *args: str) -> int:
         out.write(f"$ apt-get {' '.join(args)}\n")
         out.flush()
         try:
-            return subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=300", *args], stdin=subprocess.DEVNULL,
-                                  stdout=out, stderr=subprocess.STDOUT, env=env, timeout=APT_TIMEOUT_S, check=False).returncode
+            return subprocess.run(
+                ["apt-get", "-o", "DPkg::Lock::Timeout=300", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=APT_TIMEOUT_S,
+                check=False,
+            ).returncode
         except subprocess.TimeoutExpired:
             out.write(f"timed out after {APT_TIMEOUT_S} s\n")
             return 124
@@ -82,17 +101,25 @@ def _apt(log: Path, *args: str) -> int:
 def _install() -> None:
     """Install Chromium and its driver from Debian, or fail the tests with one line saying why not."""
     if os.name != "posix" or os.geteuid() != 0:
-        pytest.fail(f"Chromium or chromedriver is missing and installing them needs root: run `{INSTALL}` as root", pytrace=False)
+        pytest.fail(
+            f"Chromium or chromedriver is missing and installing them needs root: run `{INSTALL}` as root",
+            pytrace=False,
+        )
     if shutil.which("apt-get") is None:
-        pytest.fail("Chromium or chromedriver is missing and there is no apt-get to install them: "
-                    "install Chromium and its matching chromedriver on PATH", pytrace=False)
+        pytest.fail(
+            "Chromium or chromedriver is missing and there is no apt-get to install them: "
+            "install Chromium and its matching chromedriver on PATH",
+            pytrace=False,
+        )
     APT_LOG.write_text("")
     install = ("install", "-y", "-q", "--no-install-recommends", *PACKAGES)
     if _apt(APT_LOG, *install) != 0:  # the package lists may be missing (a fresh machine) or stale
         _apt(APT_LOG, "update", "-q")
         if _apt(APT_LOG, *install) != 0:
             last = [line for line in APT_LOG.read_text(errors="replace").splitlines() if line.strip()][-1:]
-            pytest.fail(f"`{INSTALL}` failed ({last[0].strip() if last else 'no output'}); full log: {APT_LOG}", pytrace=False)
+            pytest.fail(
+                f"`{INSTALL}` failed ({last[0].strip() if last else 'no output'}); full log: {APT_LOG}", pytrace=False
+            )
 
 
 def _browser_programs() -> tuple[str, str]:
@@ -102,8 +129,10 @@ def _browser_programs() -> tuple[str, str]:
         _install()
         chromium, driver = _programs()
         if chromium is None or driver is None:
-            pytest.fail(f"`{INSTALL}` succeeded but {'chromium' if chromium is None else 'chromedriver'} is still not on PATH",
-                        pytrace=False)
+            pytest.fail(
+                f"`{INSTALL}` succeeded but {'chromium' if chromium is None else 'chromedriver'} is still not on PATH",
+                pytrace=False,
+            )
     return chromium, driver
 
 
@@ -155,10 +184,10 @@ def _undecoded(driver: webdriver.Chrome) -> list[str]:
     n = driver.execute_script("return document.images.length")
     for i in range(n):
         driver.execute_script("document.images[arguments[0]].scrollIntoView()", i)
-        try:
-            WebDriverWait(driver, 10).until(lambda d, i=i: d.execute_script("return document.images[arguments[0]].complete", i))
-        except Exception:  # reported below as undecoded
-            pass
+        with contextlib.suppress(Exception):  # reported below as undecoded
+            WebDriverWait(driver, 10).until(
+                lambda d, i=i: d.execute_script("return document.images[arguments[0]].complete", i)
+            )
     return driver.execute_script(
         "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
     )
@@ -196,7 +225,9 @@ def test_every_page_loads_cleanly_from_disk(browser: webdriver.Chrome, site: Pat
     assert images == 20 + 28 + 3 + 6
 
 
-def test_grid_search_narrows_and_a_click_reaches_the_class(browser: webdriver.Chrome, site: Path, tmp_path: Path) -> None:
+def test_grid_search_narrows_and_a_click_reaches_the_class(
+    browser: webdriver.Chrome, site: Path, tmp_path: Path
+) -> None:
     _visit(browser, (site / "index.html").as_uri())
     cards = browser.find_elements(By.CSS_SELECTOR, "#grid .card")
     assert len(cards) == 21
@@ -211,21 +242,30 @@ def test_grid_search_narrows_and_a_click_reaches_the_class(browser: webdriver.Ch
     # Each card prints its scores one to a line as the pages do (atlas.formatting): "D 97.3 %",
     # "judge 0.0801 %", "robust 50 %", or "activation 12.3" for a filter.
     text = (site / "data" / "index.js").read_text(encoding="ascii")
-    data = json.loads(text[len("window.ATLAS_INDEX="):-2])
+    data = json.loads(text[len("window.ATLAS_INDEX=") : -2])
 
     def shown(row: list) -> list[str]:
         scores = row[8:]
         if scores[0] is None and row[7] is None:
             return [f"activation {number(scores[4])}"]
-        return [" ".join(f"{name} {percent(p)}".split()) for name, p in zip(("D", "judge", "robust"), scores, strict=False)]
+        return [
+            " ".join(f"{name} {percent(p)}".split()) for name, p in zip(("D", "judge", "robust"), scores, strict=False)
+        ]
 
     def lines() -> list[list[str]]:  # the browser's text has plain spaces for no-break ones
-        return [[" ".join(line.split()) for line in c.find_element(By.CSS_SELECTOR, ".scores").text.splitlines()]
-                for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")]
+        return [
+            [" ".join(line.split()) for line in c.find_element(By.CSS_SELECTOR, ".scores").text.splitlines()]
+            for c in browser.find_elements(By.CSS_SELECTOR, "#grid .card")
+        ]
 
     assert lines() == [shown(r) for r in data["rows"]]
-    for edge in (["D < 0.001 %", "judge > 99.9 %", "robust 50 %"], ["D > 99.9 %", "judge 100 %", "robust 97.3 %"],
-                 ["D 0.0801 %", "judge 0 %", "robust 0.001 %"], ["activation 12346"], ["activation 4.2e-4"]):
+    for edge in (
+        ["D < 0.001 %", "judge > 99.9 %", "robust 50 %"],
+        ["D > 99.9 %", "judge 100 %", "robust 97.3 %"],
+        ["D 0.0801 %", "judge 0 %", "robust 0.001 %"],
+        ["activation 12346"],
+        ["activation 4.2e-4"],
+    ):
         assert edge in lines(), edge
 
     # Sorting by D probability, high first: the grid's values in order, images without one last.
@@ -250,7 +290,9 @@ def test_grid_search_narrows_and_a_click_reaches_the_class(browser: webdriver.Ch
     Select(browser.find_element(By.ID, "method")).select_by_visible_text("scratch")
     cards = browser.find_elements(By.CSS_SELECTOR, "#grid .card")
     assert [c.get_attribute("href").rsplit("/", 1)[-1] for c in cards] == [
-        "class-0001.html#m-scratch", "pair-0000+0001.html#m-scratch", "filter-features.3-0001.html#m-scratch",
+        "class-0001.html#m-scratch",
+        "pair-0000+0001.html#m-scratch",
+        "filter-features.3-0001.html#m-scratch",
     ]
     Select(browser.find_element(By.ID, "kind")).select_by_visible_text("class")
     cards = browser.find_elements(By.CSS_SELECTOR, "#grid .card")

@@ -48,21 +48,26 @@ def _sacct_rows(job_ids: list[str]) -> dict[str, dict[str, str]]:
 
 
 @pytest.mark.slurm
-def test_snakemake_runs_cpu_and_gpu_jobs_on_slurm(
-    slurm_cluster: SlurmCluster, tmp_path: Path
-) -> None:
+def test_snakemake_runs_cpu_and_gpu_jobs_on_slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
     # A SLURM_* variable from an enclosing job (CI running inside SLURM) would make
     # sbatch/sacct talk to that cluster, not ours.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     cmd = [
-        sys.executable, "-m", "snakemake",
-        "--profile", str(slurm_cluster.profile),
-        "--cores", "all",
-        "--snakefile", str(tmp_path / "Snakefile"),
-        "--directory", str(tmp_path),
-        "cpu.txt", "gpu.txt",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        str(slurm_cluster.profile),
+        "--cores",
+        "all",
+        "--snakefile",
+        str(tmp_path / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "cpu.txt",
+        "gpu.txt",
+    ]
     t0 = time.monotonic()
     proc = subprocess.run(
         cmd,

@@ -12,7 +12,13 @@ import torch
 
 from atlas.methods import settings_for
 from atlas.parameterise import (
-    COLOUR, FourierImage, MagnitudeFourier, decorrelate, photo_magnitude, power_law, recorrelate,
+    COLOUR,
+    FourierImage,
+    MagnitudeFourier,
+    decorrelate,
+    photo_magnitude,
+    power_law,
+    recorrelate,
     spectrum_frequencies,
 )
 

@@ -26,8 +26,20 @@ def test_spec_forms() -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    ["285", "klass:1", "class:", "class:5-", "class:a", "class:9-3", "pair:1", "pair:1+2+3", "pair:1+1",
-     "filter:0-7", "filter::1", "group:1"],
+    [
+        "285",
+        "klass:1",
+        "class:",
+        "class:5-",
+        "class:a",
+        "class:9-3",
+        "pair:1",
+        "pair:1+2+3",
+        "pair:1+1",
+        "filter:0-7",
+        "filter::1",
+        "group:1",
+    ],
 )
 def test_malformed_specs_are_one_line_errors(spec: str) -> None:
     with pytest.raises(AtlasError) as err:

@@ -40,7 +40,9 @@ def test_the_maps_of_scale_rotation_and_padding() -> None:
     size = 224
     zoom = (224 + 24 - 12) / 224  # the frame D sees is 236 px of the padded, jittered image
     # no rotation, scale 1: the output spans the frame
-    torch.testing.assert_close(theta(_params(), spec, size)[0], torch.tensor([[zoom, 0, 0], [0, zoom, 0]], dtype=torch.float64))
+    torch.testing.assert_close(
+        theta(_params(), spec, size)[0], torch.tensor([[zoom, 0, 0], [0, zoom, 0]], dtype=torch.float64)
+    )
     # scale 1.05 zooms in: the output reads a 1.05 times smaller part of the source
     m = theta(_params(s=1.05), spec, size)[0]
     assert m[0, 0].item() == pytest.approx(zoom / 1.05)

@@ -39,19 +39,37 @@ RUN = TINY["run"]
 TIMEOUT_S = 600
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = TIMEOUT_S, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def snakemake(
+    workdir: Path, *args: str, timeout: int = TIMEOUT_S, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run snakemake on the workflow in `workdir` with `workdir/config.yaml`; never raises on failure."""
     return subprocess.run(
-        _command(workdir, *args), cwd=workdir, env=env or _env(), stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+        _command(workdir, *args),
+        cwd=workdir,
+        env=env or _env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _command(workdir: Path, *args: str) -> list[str]:
     return [
-        sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
-        "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -142,7 +160,16 @@ def test_end_to_end_writes_every_stage(tiny_run: Path) -> None:
     assert {f"{t}.html" for t in records["target_id"]} <= {p.name for p in site.glob("*.html")}
     # One log and one benchmark per job, none empty; the decoder the pretrained method used.
     chunks = [f"{m}/{k}/chunk-0000" for m in METHODS for k in ("class", "filter", "pair")]
-    jobs = ["extract", "train_dae", "collect", "exemplars", "index", "site", *(f"generate/{c}" for c in chunks), *(f"score/{c}" for c in chunks)]  # fmt: skip
+    jobs = [
+        "extract",
+        "train_dae",
+        "collect",
+        "exemplars",
+        "index",
+        "site",
+        *(f"generate/{c}" for c in chunks),
+        *(f"score/{c}" for c in chunks),
+    ]
     for job in jobs:
         assert (run / "logs" / f"{job}.log").is_file(), job
         bench = pd.read_csv(run / "benchmarks" / f"{job}.tsv", sep="\t")
@@ -165,8 +192,13 @@ def test_deleting_one_image_reruns_only_its_chunk(tiny_copy: Path) -> None:
     before = png.read_bytes()
     png.unlink()
     assert planned_jobs(ok(snakemake(tiny_copy, "-n"))) == {
-        "generate_pixel_class_0000": 1, "score": 1, "collect": 1, "index": 1, "site": 1, "all": 1,
-    }  # fmt: skip
+        "generate_pixel_class_0000": 1,
+        "score": 1,
+        "collect": 1,
+        "index": 1,
+        "site": 1,
+        "all": 1,
+    }
     ok(snakemake(tiny_copy))
     assert png.read_bytes() == before, "the rerun chunk must give the same image"
 
@@ -178,9 +210,15 @@ def test_changing_one_methods_setting_reruns_only_that_method(tiny_copy: Path) -
     write_config(tiny_copy, change)
     jobs = planned_jobs(ok(snakemake(tiny_copy, "-n")))
     assert jobs == {
-        "generate_scratch_class_0000": 1, "generate_scratch_filter_0000": 1, "generate_scratch_pair_0000": 1,
-        "score": 3, "collect": 1, "index": 1, "site": 1, "all": 1,
-    }  # fmt: skip
+        "generate_scratch_class_0000": 1,
+        "generate_scratch_filter_0000": 1,
+        "generate_scratch_pair_0000": 1,
+        "score": 3,
+        "collect": 1,
+        "index": 1,
+        "site": 1,
+        "all": 1,
+    }
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(tiny_run: Path, tmp_path: Path) -> None:
@@ -198,10 +236,15 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny_run: Path, tmp_path: P
         # Its own process group, with SIGINT's default action (a test runner may ignore SIGINT,
         # and children inherit that), so that the group gets a Ctrl-C as from a terminal.
         proc = subprocess.Popen(
-            [*_command(workdir), "--cores", "1"], cwd=workdir, env=_env(), stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [*_command(workdir), "--cores", "1"],
+            cwd=workdir,
+            env=_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )  # fmt: skip
+        )
         try:
             deadline = time.monotonic() + TIMEOUT_S
             # The first chunk finished as snakemake sees it (its records of the job written) and the
@@ -234,21 +277,49 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny_run: Path, tmp_path: P
     for target, spec in (("class-0000", "class:0"), ("class-0009", "class:9")):
         ours = next(chunks.glob(f"chunk-*/{target}.png")).read_bytes()
         alone = tmp_path / "alone" / target
-        args = ["generate", "--method", "pixel", "--preset", "default", "--set", "steps=3", "--classifier",
-                "efficientnet-lite0", "--image-size", "64", "--targets", spec, "--seed", "0", "--chunk-size", "1",
-                "--device", "cpu", "--out", str(alone)]  # fmt: skip
+        args = [
+            "generate",
+            "--method",
+            "pixel",
+            "--preset",
+            "default",
+            "--set",
+            "steps=3",
+            "--classifier",
+            "efficientnet-lite0",
+            "--image-size",
+            "64",
+            "--targets",
+            spec,
+            "--seed",
+            "0",
+            "--chunk-size",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(alone),
+        ]
         # One thread, as the workflow's jobs run (a CPU's reductions may split by thread count).
         code = "import sys; from atlas.cli import main; sys.exit(main(sys.argv[1:]))"
-        subprocess.run([sys.executable, "-c", code, *args], env=_env() | {"OMP_NUM_THREADS": "1"}, check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-c", code, *args], env=_env() | {"OMP_NUM_THREADS": "1"}, check=True, capture_output=True
+        )
         assert ours == (alone / f"{target}.png").read_bytes(), target
     assert len(pd.read_parquet(workdir / "results" / RUN / "records.parquet")) == 2
 
 
+def _resnet(cfg: dict[str, Any], layer: str) -> None:
+    """Pixel only, on a classifier whose layers the package does not table (so only the job that
+    loads it can know whether `layer` exists)."""
+    only_pixel(cfg)
+    cfg["classifier"] = {"name": "torchvision:resnet18", "weights": "random", "image_size": 64}
+    cfg["filters"] = [{"layer": layer, "channels": [0]}]
+
+
 def test_a_failed_chunk_lets_the_others_finish_and_reruns_alone(tmp_path: Path) -> None:
     def broken(cfg: dict[str, Any]) -> None:
-        only_pixel(cfg)
-        cfg["filters"] = [{"layer": "_blocks.99", "channels": [0]}]  # only the job can know it does not exist
+        _resnet(cfg, "layer9")
 
     workdir = tmp_path / "failing"
     write_config(workdir, broken)
@@ -257,19 +328,27 @@ def test_a_failed_chunk_lets_the_others_finish_and_reruns_alone(tmp_path: Path) 
     run = workdir / "results" / RUN
     assert (run / "generate/pixel/class/chunk-0000/records.parquet").is_file()
     assert (run / "generate/pixel/pair/chunk-0000/records.parquet").is_file()
-    assert not (run / "generate/pixel/filter/chunk-0000").exists() or not any((run / "generate/pixel/filter/chunk-0000").iterdir())
-    assert "unknown layer '_blocks.99'" in (run / "logs/generate/pixel/filter/chunk-0000.log").read_text()
+    assert not (run / "generate/pixel/filter/chunk-0000").exists() or not any(
+        (run / "generate/pixel/filter/chunk-0000").iterdir()
+    )
+    assert "unknown layer 'layer9'" in (run / "logs/generate/pixel/filter/chunk-0000.log").read_text()
     assert not (run / "records.parquet").exists() and not (run / "index.parquet").exists()
 
     def fixed(cfg: dict[str, Any]) -> None:
-        only_pixel(cfg)
+        _resnet(cfg, "layer1")
 
     # The exemplars job draws the filter's exemplars too, so it failed on the same layer and reruns.
-    assert "unknown layer '_blocks.99'" in (run / "logs/exemplars.log").read_text()
+    assert "unknown layer 'layer9'" in (run / "logs/exemplars.log").read_text()
     write_config(workdir, fixed)
     assert planned_jobs(ok(snakemake(workdir, "-n"))) == {
-        "generate_pixel_filter_0000": 1, "exemplars": 1, "score": 1, "collect": 1, "index": 1, "site": 1, "all": 1,
-    }  # fmt: skip
+        "generate_pixel_filter_0000": 1,
+        "exemplars": 1,
+        "score": 1,
+        "collect": 1,
+        "index": 1,
+        "site": 1,
+        "all": 1,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,14 +389,20 @@ def test_the_paper_config_plans_all_1000_classes_without_importing_torch(tmp_pat
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda c: c["methods"]["scratch"].update(chunk_szie=2),
-         "config: methods.scratch: Additional properties are not allowed ('chunk_szie' was unexpected)"),
+        (
+            lambda c: c["methods"]["scratch"].update(chunk_szie=2),
+            "config: methods.scratch: Additional properties are not allowed ('chunk_szie' was unexpected)",
+        ),
         (lambda c: c.update(classes=[0, 1000]), "config: classes: 1000 is out of range; indices are 0..999"),
-        (lambda c: c["dataset"].update(source="imagenet", root="no/such/folder"),
-         "config: dataset.root no/such/folder is not an existing folder (dataset.source imagenet)"),
+        (
+            lambda c: c["dataset"].update(source="imagenet", root="no/such/folder"),
+            "config: dataset.root no/such/folder is not an existing folder (dataset.source imagenet)",
+        ),
     ],
-)  # fmt: skip
-def test_config_errors_stop_before_any_job(tmp_path: Path, change: Callable[[dict[str, Any]], None], message: str) -> None:
+)
+def test_config_errors_stop_before_any_job(
+    tmp_path: Path, change: Callable[[dict[str, Any]], None], message: str
+) -> None:
     write_config(tmp_path, change)
     proc = snakemake(tmp_path, "-n")
     text = output(proc)
@@ -343,7 +428,10 @@ def test_lint_reports_nothing(tmp_path: Path) -> None:
     [
         ("class", class_targets([0, "5-7", 3])),
         ("pair", pair_targets([[9, 30], [593, 611], [30, 9 + 1]])),
-        ("filter", filter_targets([{"layer": "_blocks.4", "channels": ["0-2"]}, {"layer": "features.26", "channels": [5]}])),
+        (
+            "filter",
+            filter_targets([{"layer": "_blocks.4", "channels": ["0-2"]}, {"layer": "features.26", "channels": [5]}]),
+        ),
     ],
 )
 def test_chunk_specs_name_exactly_the_planned_targets(kind: str, planned: list[Any]) -> None:
@@ -357,7 +445,12 @@ def test_chunk_specs_name_exactly_the_planned_targets(kind: str, planned: list[A
 
 def test_class_lists_are_sorted_unique_and_checked() -> None:
     assert parse_indices([9, "0-2", 1], "classes", 1000) == [0, 1, 2, 9]
-    for bad, message in [([1000], "out of range"), (["3-1"], "runs backwards"), (["x"], "malformed"), ([True], "not an index")]:
+    for bad, message in [
+        ([1000], "out of range"),
+        (["3-1"], "runs backwards"),
+        (["x"], "malformed"),
+        ([True], "not an index"),
+    ]:
         with pytest.raises(AtlasError, match=message):
             parse_indices(bad, "classes", 1000)
     with pytest.raises(AtlasError, match="listed twice"):

@@ -17,4 +17,3 @@ def test_conda_env_lists_the_package_dependencies() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert sorted(pip) == sorted(project["dependencies"])
     assert (REPO / "workflow" / "envs" / "atlas.post-deploy.sh").is_file()
-

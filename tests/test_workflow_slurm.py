@@ -30,8 +30,11 @@ def _sacct(job_ids: list[str]) -> dict[str, dict[str, str]]:
     fields = ["JobID", "State", "AllocTRES", "Comment"]
     out = subprocess.run(
         ["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", ",".join(fields)],
-        capture_output=True, text=True, check=True, timeout=30,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     rows = [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines() if line]
     return {r["JobID"]: r for r in rows}
 
@@ -44,21 +47,41 @@ def test_the_workflow_runs_on_slurm_with_gpus_for_generation(slurm_cluster: Slur
         cfg["methods"][method]["enabled"] = False
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     cmd = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(tmp_path),
-        "--configfile", str(tmp_path / "config.yaml"), "--profile", str(slurm_cluster.profile),
-        "--cores", "all",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+        "--profile",
+        str(slurm_cluster.profile),
+        "--cores",
+        "all",
         # The test profile's 512 MB default is too small for a job that loads a classifier.
-        "--default-resources", f"slurm_partition={slurm_cluster.partition}",
-        f"slurm_account={slurm_cluster.account}", "mem_mb=2000", "runtime=10",
-    ]  # fmt: skip
+        "--default-resources",
+        f"slurm_partition={slurm_cluster.partition}",
+        f"slurm_account={slurm_cluster.account}",
+        "mem_mb=2000",
+        "runtime=10",
+    ]
     t0 = time.monotonic()
     proc = subprocess.run(
-        cmd, cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=SNAKEMAKE_TIMEOUT_S, check=False,
-    )  # fmt: skip
+        cmd,
+        cwd=tmp_path,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=SNAKEMAKE_TIMEOUT_S,
+        check=False,
+    )
     log = proc.stdout + proc.stderr
     slurm_logs = "\n".join(
-        f"--- {p}\n{p.read_text(errors='replace')[-2000:]}" for p in sorted((tmp_path / ".snakemake" / "slurm_logs").rglob("*.log"))
+        f"--- {p}\n{p.read_text(errors='replace')[-2000:]}"
+        for p in sorted((tmp_path / ".snakemake" / "slurm_logs").rglob("*.log"))
     )
     assert proc.returncode == 0, f"snakemake failed after {time.monotonic() - t0:.0f} s:\n{log[-6000:]}\n{slurm_logs}"
 
@@ -82,7 +105,15 @@ def test_the_workflow_runs_on_slurm_with_gpus_for_generation(slurm_cluster: Slur
     # A wildcard rule's comment is rule_<name>_wildcards_<values>.
     by_rule = [(r["Comment"].removeprefix("rule_").split("_wildcards_")[0], r["AllocTRES"]) for r in rows.values()]
     assert sorted(rule for rule, _ in by_rule) == sorted(
-        ["extract", "train_dae", "exemplars", "generate_pixel_class_0000", "generate_pretrained_class_0000", "score", "score"]
+        [
+            "extract",
+            "train_dae",
+            "exemplars",
+            "generate_pixel_class_0000",
+            "generate_pretrained_class_0000",
+            "score",
+            "score",
+        ]
     ), rows
     for rule, tres in by_rule:
         assert ("gres/gpu=1" in tres) == (rule != "extract"), (rule, tres)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from atlas.classifier import Classifier
-from atlas.data import IMAGES_FILE, MANIFEST_COLUMNS, MANIFEST_FILE, _frame
+from atlas.dataset import IMAGES_FILE, MANIFEST_COLUMNS, MANIFEST_FILE, typed_frame
 
 
 def _frozen(model: nn.Module) -> nn.Module:
@@ -33,8 +33,13 @@ def tiny_classifier(num_classes: int = 6, size: int = 32, seed: int = 0) -> Clas
         )
     )
     return Classifier(
-        name="tiny", weights="random", model=_frozen(model), input_size=size,
-        mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), class_names=[f"class {i}" for i in range(num_classes)],
+        name="tiny",
+        weights="random",
+        model=_frozen(model),
+        input_size=size,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        class_names=[f"class {i}" for i in range(num_classes)],
     )
 
 
@@ -47,8 +52,13 @@ def linear_classifier(weight: list[list[float]], bias: list[float]) -> Classifie
         fc.bias.copy_(torch.tensor(bias))
     model = nn.Sequential(OrderedDict(pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=fc))
     return Classifier(
-        name="linear", weights="hand", model=_frozen(model), input_size=8,
-        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), class_names=[f"c{i}" for i in range(w.shape[0])],
+        name="linear",
+        weights="hand",
+        model=_frozen(model),
+        input_size=8,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        class_names=[f"c{i}" for i in range(w.shape[0])],
     )
 
 
@@ -65,12 +75,29 @@ def write_dataset(folder: Path, images: np.ndarray, parents: list[int | None] | 
     np.save(folder / IMAGES_FILE, images.astype(np.uint8))
     size = images.shape[1]
     rows = [
-        {"index": i, "source": "folder", "path": f"img{i}.png", "package": None, "name": None, "label": f"label{i}",
-         "class_index": None, "wnid": None, "width": size, "height": size, "sha256": f"{i:064d}", "split": "train",
-         "parent": parents[i], "box_left": 0, "box_top": 0, "box_right": size, "box_bottom": size, "flipped": False}
+        {
+            "index": i,
+            "source": "folder",
+            "path": f"img{i}.png",
+            "package": None,
+            "name": None,
+            "label": f"label{i}",
+            "class_index": None,
+            "wnid": None,
+            "width": size,
+            "height": size,
+            "sha256": f"{i:064d}",
+            "split": "train",
+            "parent": parents[i],
+            "box_left": 0,
+            "box_top": 0,
+            "box_right": size,
+            "box_bottom": size,
+            "flipped": False,
+        }
         for i in range(n)
-    ]  # fmt: skip
-    _frame(rows, MANIFEST_COLUMNS).to_parquet(folder / MANIFEST_FILE, index=False)
+    ]
+    typed_frame(rows, MANIFEST_COLUMNS).to_parquet(folder / MANIFEST_FILE, index=False)
     return folder
 
 
@@ -81,5 +108,7 @@ def make_chunk(folder: Path, specs: list[str], seed: int = 0) -> Path:
     from atlas.targets import parse_specs
 
     settings = settings_for("pixel", "default", {"steps": "2"})
-    generate(tiny_classifier(), parse_specs(specs), GenerateConfig(settings=settings, seed=seed), folder, torch.device("cpu"))
+    generate(
+        tiny_classifier(), parse_specs(specs), GenerateConfig(settings=settings, seed=seed), folder, torch.device("cpu")
+    )
     return folder

@@ -10,7 +10,8 @@ first use where there is internet), `random` (same shapes, seeded: for tests and
 path to a local state-dict file.
 
 D works in its own normalised input space: `x_norm = (rgb - mean) / std` with rgb in [0, 1].
-The generator produces images in that space directly (DESIGN.md §2), so G never needs mean/std;
+The generator produces images in that space directly (docs/design.md, "The classifier's input
+space"), so G never needs mean/std;
 `to_rgb` inverts it for display.
 """
 
@@ -19,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -79,7 +81,7 @@ class Classifier:
     class_names: list[str]
     weights_file: str | None = None
     _layers: dict[str, int] | None = field(default=None, repr=False)
-    _compiled: nn.Module | None = field(default=None, repr=False)
+    _compiled: Callable[..., Any] | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -92,7 +94,7 @@ class Classifier:
     def prepare(self, channels_last: bool, compile: bool) -> Classifier:
         """Memory layout of D's weights (in place) and, with `compile`, a compiled D for the passes
         that need no layer hooks (a hook would recompile it at every step)."""
-        self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # type: ignore[call-overload]  # torch accepts it; its stubs do not list it
         self._compiled = torch.compile(self.model) if compile else None
         return self
 
@@ -118,9 +120,7 @@ class Classifier:
     def resolve_layer(self, name: str) -> nn.Module:
         modules = dict(self.model.named_modules())
         if name not in self.layers:
-            raise AtlasError(
-                f"unknown layer {name!r} for {self.name}; valid layers: {', '.join(self.layers)}"
-            )
+            raise AtlasError(f"unknown layer {name!r} for {self.name}; valid layers: {', '.join(self.layers)}")
         return modules[name]
 
     @property
@@ -255,9 +255,7 @@ def _torchvision(name: str, weights: str, seed: int) -> Classifier:
     arch = name.split(":", 1)[1]
     valid = list_models(module=torchvision.models)
     if arch not in valid:
-        raise AtlasError(
-            f"unknown torchvision classifier {arch!r}; valid names: {', '.join(valid)}"
-        )
+        raise AtlasError(f"unknown torchvision classifier {arch!r}; valid names: {', '.join(valid)}")
     enum = get_model_weights(arch).DEFAULT
     transform = enum.transforms()
     size = int(transform.crop_size[0])

@@ -15,7 +15,6 @@ No torch: this runs in the lint step and in a test.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -243,16 +242,25 @@ def generate(root: Path = ROOT) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m atlas.config_docs",
-        description=f"Write {OUT} from {SCHEMA} (every config key, its type, default, allowed values and meaning).",
-    )
-    parser.add_argument("--check", action="store_true", help=f"do not write: exit 1 if {OUT} is not current")
-    parser.add_argument("--root", type=Path, default=ROOT, help="the repository root (default: this checkout's)")
-    args = parser.parse_args(argv)
-    text = generate(args.root)
-    target = args.root / OUT
-    if args.check:
+    """`[--check] [--root DIR]`: write the page, or with `--check` exit 1 (one line on stderr) if it
+    is not current. A developer's tool, not a stage: two flags, read by hand."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    check = "--check" in args
+    root = ROOT
+    if "--root" in args:
+        at = args.index("--root")
+        if at + 1 >= len(args):
+            print("--root needs a folder: the repository root", file=sys.stderr)
+            return 2
+        root = Path(args[at + 1])
+        del args[at : at + 2]
+    unknown = [a for a in args if a != "--check"]
+    if unknown:
+        print(f"unknown argument(s) {' '.join(unknown)}; use [--check] [--root DIR]", file=sys.stderr)
+        return 2
+    text = generate(root)
+    target = root / OUT
+    if check:
         current = target.read_text(encoding="utf-8") if target.is_file() else None
         if current != text:
             what = "is missing" if current is None else f"is out of date with {SCHEMA}"

@@ -21,7 +21,6 @@ target with `target_id`, `kind`, `classes`, `exemplars` (file names, best first)
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from collections.abc import Sequence
@@ -34,18 +33,16 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from atlas import __version__
-from atlas.classifier import Classifier, load_classifier
-from atlas.data import load_dataset, recorded_sha256
+from atlas.classifier import Classifier
+from atlas.dataset import load_dataset, recorded_sha256
 from atlas.errors import AtlasError
 from atlas.io import atomic_dir
-from atlas.scores import to_input, to_rgb
-from atlas.targets import Target, check_targets, parse_specs
+from atlas.metadata import classifier_record, software
+from atlas.pixels import to_input, to_rgb
+from atlas.schema import EXEMPLARS, EXEMPLARS_KEY
+from atlas.targets import Target, check_targets
 
 log = logging.getLogger(__name__)
-
-EXEMPLARS = "exemplars.parquet"
-EXEMPLARS_KEY = b"atlas.exemplars"
 
 
 @torch.no_grad()
@@ -66,7 +63,9 @@ def dataset_activations(
     for start in tqdm(range(0, len(rows), batch_size), desc="dataset under D", unit="batch", disable=None):
         part = rows[start : start + batch_size]
         rgb = to_rgb(torch.from_numpy(np.ascontiguousarray(images[part])))
-        acts = classifier.forward(to_input(classifier, rgb).to(classifier.device), layers=layers, need_logits=len(cls) > 0)
+        acts = classifier.forward(
+            to_input(classifier, rgb).to(classifier.device), layers=layers, need_logits=len(cls) > 0
+        )
         if len(cls):
             assert acts.logits is not None
             out[start : start + len(part)] = torch.relu(acts.logits.float().cpu()[:, cls])
@@ -83,6 +82,8 @@ def exemplars(
         raise AtlasError(f"--top-k must be at least 1, got {top_k}")
     if not targets:
         raise AtlasError("no targets given; pass --targets class:..., pair:... or filter:...")
+    if batch_size < 1:
+        raise AtlasError(f"--batch-size must be at least 1, got {batch_size}")
     check_targets(targets, classifier)
     images, manifest = load_dataset(data)
     rows = manifest.loc[manifest["parent"].isna(), "index"].to_numpy(dtype=np.int64)
@@ -93,7 +94,10 @@ def exemplars(
     layers = list(dict.fromkeys(t.layer for t in targets if t.layer is not None))
     acts, means = dataset_activations(classifier, images, rows, classes, batch_size, layers)
     labels = manifest["label"].astype(object).where(manifest["label"].notna(), None).tolist()
-    table: dict[str, list[object]] = {k: [] for k in ("target_id", "kind", "classes", "exemplars", "exemplar_scores", "exemplar_rows", "exemplar_labels")}  # fmt: skip
+    table: dict[str, list[object]] = {
+        k: []
+        for k in ("target_id", "kind", "classes", "exemplars", "exemplar_scores", "exemplar_rows", "exemplar_labels")
+    }
     used: set[int] = set()
     for t in targets:
         if t.kind == "filter":
@@ -113,16 +117,26 @@ def exemplars(
         table["exemplar_labels"].append([labels[r] for r in picked])
     result = pa.Table.from_pydict(table, schema=_SCHEMA)
     info = {
-        "atlas": __version__, "top_k": top_k, "dataset": str(data), "candidates": len(rows),
+        **software(),
+        "top_k": top_k,
+        "dataset": str(data),
+        "candidates": len(rows),
         "images_sha256": recorded_sha256(data),
-        "classifier": {"name": classifier.name, "weights": classifier.weights, "input_size": classifier.input_size},
-    }  # fmt: skip
+        "classifier": classifier_record(classifier),
+    }
     result = result.replace_schema_metadata({EXEMPLARS_KEY: json.dumps(info).encode()})
     with atomic_dir(out) as tmp:
         for r in sorted(used):
             Image.fromarray(np.asarray(images[r])).save(tmp / _name(r), format="PNG")
         pq.write_table(result, tmp / EXEMPLARS)
-    log.info("wrote the top %d of %d dataset images for %d targets (%d images) to %s", top_k, len(rows), len(targets), len(used), out)  # fmt: skip
+    log.info(
+        "wrote the top %d of %d dataset images for %d targets (%d images) to %s",
+        top_k,
+        len(rows),
+        len(targets),
+        len(used),
+        out,
+    )
     return result
 
 
@@ -132,42 +146,12 @@ def _name(row: int) -> str:
 
 _SCHEMA = pa.schema(
     [
-        ("target_id", pa.string()), ("kind", pa.string()), ("classes", pa.list_(pa.int64())),
-        ("exemplars", pa.list_(pa.string())), ("exemplar_scores", pa.list_(pa.float64())),
-        ("exemplar_rows", pa.list_(pa.int64())), ("exemplar_labels", pa.list_(pa.string())),
+        ("target_id", pa.string()),
+        ("kind", pa.string()),
+        ("classes", pa.list_(pa.int64())),
+        ("exemplars", pa.list_(pa.string())),
+        ("exemplar_scores", pa.list_(pa.float64())),
+        ("exemplar_rows", pa.list_(pa.int64())),
+        ("exemplar_labels", pa.list_(pa.string())),
     ]
-)  # fmt: skip
-
-
-def run(args: argparse.Namespace) -> int:
-    from atlas.generate import pick_device
-
-    device = pick_device(args.device)
-    classifier = load_classifier(args.classifier, args.weights, seed=args.seed, image_size=args.image_size)
-    targets = parse_specs(args.targets)
-    if args.batch_size < 1:
-        raise AtlasError(f"--batch-size must be at least 1, got {args.batch_size}")
-    classifier.to(device)
-    exemplars(classifier, Path(args.data), targets, args.top_k, Path(args.out), args.batch_size)
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "exemplars",
-        help="the dataset images D scores highest for each target",
-        description="One batched pass of D over an extracted dataset (`atlas extract`); for every "
-        "target (class, pair, group or filter), the top-k images by the target's activation, written "
-        "as PNGs with exemplars.parquet into OUT (replaced as a whole).",
-    )
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder from `atlas extract`")
-    p.add_argument("--targets", required=True, action="append", metavar="SPEC", help="class:0-9, pair:9+30, filter:LAYER:0-3, ... (repeatable)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced as a whole)")
-    p.add_argument("--top-k", type=int, default=4, help="exemplars per target")
-    p.add_argument("--classifier", default="efficientnet-lite0", help="D")
-    p.add_argument("--weights", default="default", help="D's weights: default, random or a state-dict file")
-    p.add_argument("--image-size", type=int, default=None, metavar="PX", help="run D at PX x PX (default: its own)")
-    p.add_argument("--seed", type=int, default=0, help="the run's seed (random weights are seeded with it)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.set_defaults(func=run)
+)

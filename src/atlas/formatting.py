@@ -26,6 +26,11 @@ def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and not math.isfinite(v))
 
 
+def finite_or_none(v: Any) -> Any:
+    """A float that is NaN or infinite becomes None (null in Parquet and JSON); the rest as it is."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
 def _exp(v: float) -> str:
     """`v` as mantissa (3 significant digits, trailing zeros dropped) and exponent: 4.2e-4, 1.23e6."""
     mantissa, exp = f"{v:.2e}".split("e")

@@ -8,12 +8,11 @@ run leaves nothing behind.
 
 Display mapping of every PNG: the image in D's input space is mapped back to RGB with D's own
 normalisation (`rgb = x * std + mean`), clipped to [0, 1], and rounded to 8 bits. Scores in the
-records are D's on that saved image (`atlas.scores`).
+records are D's on that saved image (`atlas.image_scores`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -28,26 +27,35 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from atlas import __version__
-from atlas.classifier import Classifier, load_classifier
-from atlas.data import load_dataset, recorded_sha256
+from atlas.classifier import Classifier
+from atlas.dataset import load_dataset, recorded_sha256
 from atlas.errors import AtlasError
 from atlas.generator import Decoder, load_decoder
+from atlas.image_scores import Scores, score
 from atlas.io import atomic_dir, write_parquet, write_text
-from atlas.metadata import file_sha256, git_commit, versions
-from atlas.methods import METHODS, PRESETS, MethodSettings, settings_for
+from atlas.metadata import classifier_record, file_sha256, software
+from atlas.methods import MethodSettings
+from atlas.objectives import target_objective
 from atlas.optimise import optimise
 from atlas.parameterise import (
-    FourierImage, MagnitudeFourier, Parameterisation, Pixels, PretrainedG, ScratchG, photo_magnitude,
+    FourierImage,
+    MagnitudeFourier,
+    Parameterisation,
+    Pixels,
+    PretrainedG,
+    ScratchG,
+    photo_magnitude,
 )
+from atlas.pixels import dequantise, quantise
 from atlas.runtime import PRECISIONS, SWITCHES, Runtime, resolve_runtime
-from atlas.scores import dequantise, quantise, score
-from atlas.targets import Target, check_targets, parse_specs
+from atlas.schema import RECORDS
+from atlas.targets import Target, check_targets
 from atlas.transforms import RandomTransforms, TransformSpec
 
 log = logging.getLogger(__name__)
 
-RECORDS = "records.parquet"
+# What a target whose loss goes NaN does: fail the run (nothing written) or record it as failed.
+ON_NAN = ("fail", "record")
 # Loss curves are stored subsampled to at most this many points per image.
 _CURVE_POINTS = 250
 
@@ -66,16 +74,17 @@ class GenerateConfig:
     compile: bool = False
     spectrum: str | None = None  # maco: an extracted dataset folder whose photos give the magnitude
 
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AtlasError(f"device {name} was asked for but CUDA is not available; use --device cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise AtlasError(f"unknown device {name!r}; use auto, cpu or cuda") from None
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise AtlasError(f"chunk size must be at least 1, got {self.chunk_size}")
+        if self.image_size is not None and not 32 <= self.image_size <= 1024:
+            raise AtlasError(f"--image-size {self.image_size} is out of range; use 32..1024 pixels")
+        if self.on_nan not in ON_NAN:
+            raise AtlasError(f"--on-nan takes {' or '.join(ON_NAN)}, not {self.on_nan!r}")
+        if self.precision not in PRECISIONS:
+            raise AtlasError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if self.channels_last not in SWITCHES:
+            raise AtlasError(f"--channels-last takes {', '.join(SWITCHES)}, not {self.channels_last!r}")
 
 
 def resolve_decoder(cfg: GenerateConfig) -> Decoder | None:
@@ -119,8 +128,12 @@ def resolve_magnitude(cfg: GenerateConfig, size: int) -> torch.Tensor | None:
 
 
 def _parameterisation(
-    cfg: GenerateConfig, classifier: Classifier, seeds: list[int], decoder: Decoder | None,
-    magnitude: torch.Tensor | None, device: torch.device,
+    cfg: GenerateConfig,
+    classifier: Classifier,
+    seeds: list[int],
+    decoder: Decoder | None,
+    magnitude: torch.Tensor | None,
+    device: torch.device,
 ) -> Parameterisation:
     s = cfg.settings
     size = classifier.input_size
@@ -160,8 +173,6 @@ def generate(
 ) -> pd.DataFrame:
     """Generate every target into `out` (replaced as a whole) and return the records."""
     check_targets(targets, classifier)
-    if cfg.chunk_size < 1:
-        raise AtlasError(f"chunk size must be at least 1, got {cfg.chunk_size}")
     if out.exists() and any(out.iterdir()) and not (out / RECORDS).exists():
         raise AtlasError(f"output folder {out} exists and is not an Atlas output; choose an empty or new folder")
     decoder = resolve_decoder(cfg)
@@ -171,10 +182,16 @@ def generate(
     log.info("runtime on %s: %s", device, runtime.as_dict())
     s = cfg.settings
     rows: list[dict[str, object]] = []
-    with atomic_dir(out) as tmp, tqdm(
-        total=len(targets) * s.steps, unit="step", desc=f"{s.method} {len(targets)} targets",
-        mininterval=0.5 if sys.stderr.isatty() else 10.0, disable=None,
-    ) as bar:
+    with (
+        atomic_dir(out) as tmp,
+        tqdm(
+            total=len(targets) * s.steps,
+            unit="step",
+            desc=f"{s.method} {len(targets)} targets",
+            mininterval=0.5 if sys.stderr.isatty() else 10.0,
+            disable=None,
+        ) as bar,
+    ):
         pending = [list(targets[i : i + cfg.chunk_size]) for i in range(0, len(targets), cfg.chunk_size)]
         while pending:
             chunk = pending.pop(0)
@@ -189,8 +206,13 @@ def generate(
                     ) from None
                 half = (len(chunk) + 1) // 2
                 pending[:0] = [chunk[:half], chunk[half:]]
-                log.warning("a chunk of %d targets ran out of %s memory: running it as %d + %d",
-                            len(chunk), device, half, len(chunk) - half)
+                log.warning(
+                    "a chunk of %d targets ran out of %s memory: running it as %d + %d",
+                    len(chunk),
+                    device,
+                    half,
+                    len(chunk) - half,
+                )
                 bar.n = counted
                 bar.refresh()
             if pending and device.type == "cuda":
@@ -213,8 +235,15 @@ def generate(
 
 
 def _run_chunk(
-    chunk: list[Target], cfg: GenerateConfig, classifier: Classifier, decoder: Decoder | None,
-    magnitude: torch.Tensor | None, runtime: Runtime, device: torch.device, bar: tqdm, tmp: Path,
+    chunk: list[Target],
+    cfg: GenerateConfig,
+    classifier: Classifier,
+    decoder: Decoder | None,
+    magnitude: torch.Tensor | None,
+    runtime: Runtime,
+    device: torch.device,
+    bar: tqdm,
+    tmp: Path,
 ) -> list[dict[str, object]]:
     """One batched optimisation of `chunk`: its PNGs into `tmp`, its records returned."""
     s = cfg.settings
@@ -222,7 +251,7 @@ def _run_chunk(
     t0 = time.perf_counter()
     param = _parameterisation(cfg, classifier, seeds, decoder, magnitude, device)
     param.prepare(runtime)
-    objectives = [t.objective(s.penalty, s.target_relu, s.filter_penalty) for t in chunk]
+    objectives = [target_objective(t, s.penalty, s.target_relu, s.filter_penalty) for t in chunk]
     transforms = random_transforms(s, classifier, seeds, device)
     result = optimise(classifier, objectives, param, s, progress=bar, runtime=runtime, transforms=transforms)
     pixels = quantise(classifier, result.images)
@@ -235,15 +264,27 @@ def _run_chunk(
         if reason is None:
             image = f"{t.id}.png"
             Image.fromarray(pixels[b].numpy()).save(tmp / image, format="PNG")
-        rows.append(_record(
-            t, b, cfg, classifier, scores, result.loss[:, b], seeds[b], seconds, image, reason, len(chunk), runtime
-        ))
+        rows.append(
+            _record(
+                t, b, cfg, classifier, scores, result.loss[:, b], seeds[b], seconds, image, reason, len(chunk), runtime
+            )
+        )
     return rows
 
 
 def _record(
-    t: Target, b: int, cfg: GenerateConfig, classifier: Classifier, scores: object, loss: torch.Tensor,
-    seed: int, seconds: float, image: str | None, reason: str | None, chunk: int, runtime: Runtime,
+    t: Target,
+    b: int,
+    cfg: GenerateConfig,
+    classifier: Classifier,
+    scores: Scores,
+    loss: torch.Tensor,
+    seed: int,
+    seconds: float,
+    image: str | None,
+    reason: str | None,
+    chunk: int,
+    runtime: Runtime,
 ) -> dict[str, object]:
     s = cfg.settings
     ok = reason is None
@@ -259,11 +300,11 @@ def _record(
         "layer": t.layer,
         "channel": t.channels[0] if t.kind == "filter" and len(t.channels) == 1 else None,
         "channels": list(t.channels),
-        "activation": float(scores.activation[b]) if ok else float("nan"),  # type: ignore[attr-defined]
-        "prob": float(scores.prob[b]) if ok else float("nan"),  # type: ignore[attr-defined]
-        "rank": int(scores.rank[b]) if ok else -1,  # type: ignore[attr-defined]
-        "top5": [int(c) for c in scores.top5[b]] if ok else [],  # type: ignore[attr-defined]
-        "top1_label": classifier.class_names[int(scores.top5[b][0])] if ok else None,  # type: ignore[attr-defined]
+        "activation": float(scores.activation[b]) if ok else float("nan"),
+        "prob": float(scores.prob[b]) if ok else float("nan"),
+        "rank": int(scores.rank[b]) if ok else -1,
+        "top5": [int(c) for c in scores.top5[b]] if ok else [],
+        "top1_label": classifier.class_names[int(scores.top5[b][0])] if ok else None,
         "final_loss": float(finite[-1]) if len(finite) else float("nan"),
         "loss_curve": _curve(loss),
         "steps": s.steps,
@@ -282,21 +323,18 @@ def _record(
 
 
 def _provenance(
-    classifier: Classifier, cfg: GenerateConfig, decoder: Decoder | None, device: torch.device, n: int,
+    classifier: Classifier,
+    cfg: GenerateConfig,
+    decoder: Decoder | None,
+    device: torch.device,
+    n: int,
     runtime: Runtime,
 ) -> dict[str, object]:
     return {
-        "atlas": __version__,
-        "git_commit": git_commit(),
-        "versions": versions(),
+        **software(),
         "argv": sys.argv,
         "device": str(device),
-        "classifier": {
-            "name": classifier.name,
-            "weights": classifier.weights,
-            "weights_sha256": file_sha256(classifier.weights_file) if classifier.weights_file else None,
-            "input_size": classifier.input_size,
-        },
+        "classifier": classifier_record(classifier),
         "decoder": {
             "path": cfg.decoder,
             "sha256": file_sha256(cfg.decoder) if cfg.decoder not in (None, "random") else None,
@@ -314,75 +352,3 @@ def _provenance(
         "runtime": runtime.as_dict(),
         "runtime_requested": {"precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile},
     }
-
-
-def _parse_sets(items: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise AtlasError(f"malformed --set {item!r}; write --set KEY=VALUE, e.g. --set lr=0.01")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def run(args: argparse.Namespace) -> int:
-    overrides = _parse_sets(args.set or [])
-    if args.steps is not None:
-        overrides["steps"] = str(args.steps)
-    if args.width is not None:
-        overrides["width"] = str(args.width)
-    settings = settings_for(args.method, args.preset, overrides)
-    targets = parse_specs(args.targets)
-    if args.image_size is not None and not 32 <= args.image_size <= 1024:
-        raise AtlasError(f"--image-size {args.image_size} is out of range; use 32..1024 pixels")
-    device = pick_device(args.device)
-    classifier = load_classifier(args.classifier, args.weights, seed=args.seed, image_size=args.image_size)
-    cfg = GenerateConfig(
-        settings=settings, seed=args.seed, chunk_size=args.chunk_size, decoder=args.decoder,
-        image_size=args.image_size, on_nan=args.on_nan, precision=args.precision,
-        channels_last=args.channels_last, compile=args.compile, spectrum=args.spectrum_from,
-    )
-    generate(classifier, targets, cfg, Path(args.out), device)
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "generate",
-        help="generate preferred inputs for targets",
-        description="Generate the classifier's preferred input for each target (one PNG each) "
-        "and DIR/records.parquet.",
-    )
-    p.add_argument("--classifier", default="efficientnet-lite0",
-                   help="efficientnet-lite0 (default), efficientnet-lite2 or torchvision:<name>")
-    p.add_argument("--weights", default="default",
-                   help="classifier weights: default (the package's/torchvision's), random, or a local state-dict file")
-    p.add_argument("--method", required=True, choices=METHODS)
-    p.add_argument("--preset", default="default", choices=PRESETS,
-                   help="default: settings measured to work here; paper: the authors' exact settings")
-    p.add_argument("--targets", required=True, action="append", metavar="SPEC",
-                   help="class:285, class:0-9, class:1,5,9, pair:9+30, group:1+2+3, filter:LAYER:0-7 (repeatable)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced as a whole)")
-    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the preset's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--chunk-size", type=int, default=8, help="targets optimised at once, as one batch")
-    p.add_argument("--decoder", default=None, metavar="PATH",
-                   help="pretrained method: decoder file from `atlas train-dae`, or `random`")
-    p.add_argument("--spectrum-from", default=None, metavar="DIR",
-                   help="maco method: an extracted dataset (`atlas extract`) whose photos' mean amplitude "
-                   "spectrum is the image's fixed magnitude (default: the 1/f law)")
-    p.add_argument("--image-size", type=int, default=None, metavar="PX",
-                   help="run the classifier at PX x PX (default: its own input size)")
-    p.add_argument("--width", type=float, default=None, help="scratch generator width multiplier (1.0: the paper's)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one method setting (repeatable)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--on-nan", default="fail", choices=("fail", "record"),
-                   help="a target whose loss goes NaN: fail the run (nothing written) or record it as failed")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="the steps' forward/backward: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16 autocast")
-    p.add_argument("--channels-last", default="auto", choices=SWITCHES,
-                   help="NHWC memory layout of G and D: auto (on with CUDA, off on CPU), on or off")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile G and D (opt-in: costs a compilation per job; see README, Benchmarks)")
-    p.set_defaults(func=run)

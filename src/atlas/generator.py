@@ -1,4 +1,5 @@
-"""The generator G of Despraz et al. (2017), as the authors' code ran it (DESIGN.md §2).
+"""The generator G of Despraz et al. (2017), as the authors' code ran it
+(docs/design.md, "The generator").
 
     input 3200 -> noise -> alpha (elementwise) -> reshape 128x5x5
     up x2 -> 10   conv 512 k2 valid -> 9    BN   conv 512 k2 same -> 9    BN
@@ -81,6 +82,7 @@ class _ConvBN(nn.Module):
         w = torch.empty(self.cout, self.cin, self.kernel, self.kernel)
         _glorot_uniform_(w, self.cin * k2, self.cout * k2, gen)
         with torch.no_grad():
+            assert self.conv.bias is not None
             self.conv.weight[sl] = w.to(self.conv.weight)
             self.conv.bias[sl] = 0.0
             self.bn.weight[sl] = 1.0
@@ -110,7 +112,9 @@ class Decoder(nn.Module):
     @property
     def image_bn(self) -> nn.BatchNorm2d:
         """The final ("image") BatchNorm, whose gammas the scratch method regularises."""
-        return self.layers[-1].bn
+        bn = self.layers[-1].bn
+        assert isinstance(bn, nn.BatchNorm2d)
+        return bn
 
     def conv_blocks(self) -> list[_ConvBN]:
         return [m for m in self.layers if isinstance(m, _ConvBN)]
@@ -182,13 +186,19 @@ def load_decoder(path: str) -> Decoder:
 
     p = Path(path)
     if not p.is_file():
-        raise AtlasError(f"decoder file {path} does not exist; train one with `atlas train-dae` or pass --decoder random")
+        raise AtlasError(
+            f"decoder file {path} does not exist; train one with `atlas train-dae` or pass --decoder random"
+        )
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise AtlasError(f"cannot read decoder file {path} ({type(exc).__name__}); it must come from `atlas train-dae`") from exc
+        raise AtlasError(
+            f"cannot read decoder file {path} ({type(exc).__name__}); it must come from `atlas train-dae`"
+        ) from exc
     if not isinstance(blob, dict) or blob.get("format") != DECODER_FORMAT:
-        raise AtlasError(f"{path} is not an Atlas decoder file (format {DECODER_FORMAT}); it must come from `atlas train-dae`")
+        raise AtlasError(
+            f"{path} is not an Atlas decoder file (format {DECODER_FORMAT}); it must come from `atlas train-dae`"
+        )
     width = float(blob["width"])
     decoder = Decoder(width=width, copies=1)
     try:

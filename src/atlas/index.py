@@ -13,7 +13,6 @@ from the exemplars, chunks whose classifier weights differ, and scores under dif
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -25,36 +24,32 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atlas import __version__
-from atlas.collect import run_relative
 from atlas.errors import AtlasError
-from atlas.io import atomic_path
-from atlas.metadata import git_commit, versions
-from atlas.schema import INDEX_COLUMNS, INDEX_FORMAT, PROVENANCE_KEY, check_index
+from atlas.formatting import finite_or_none
+from atlas.io import read_table, run_relative, write_table
+from atlas.metadata import git_commit, software
+from atlas.schema import (
+    EXEMPLARS_KEY,
+    INDEX_COLUMNS,
+    INDEX_FORMAT,
+    PROVENANCE_KEY,
+    SCORE_COLUMNS,
+    SCORE_KEY_COLUMNS,
+    SCORES_KEY,
+    check_index,
+)
 
 log = logging.getLogger(__name__)
 
 # Record columns that the index renames: D's scores become d_*.
 _RENAMED = {"activation": "d_activation", "prob": "d_prob", "rank": "d_rank", "top5": "d_top5"}
-_SCORES_KEY = b"atlas.scores"
-_EXEMPLARS_KEY = b"atlas.exemplars"
-_SCORE_COLUMNS = (
-    "d_top5_labels", "judge", "judge_prob", "judge_rank", "judge_top5", "judge_top5_labels",
-    "robust_prob", "robust_prob_min", "robust_activation",
-)  # fmt: skip
+# What the scores add to a record (the rest of SCORE_COLUMNS is the join key).
+_SCORE_COLUMNS = tuple(c for c in SCORE_COLUMNS if c not in SCORE_KEY_COLUMNS)
 
 
 def config_sha256(config: Any) -> str:
     """sha256 of a config as JSON with sorted keys and no spaces."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _read(path: Path, what: str, fix: str) -> pa.Table:
-    if not path.is_file():
-        raise AtlasError(f"{what} {path} does not exist; {fix}")
-    try:
-        return pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise AtlasError(f"cannot read {what} {path} ({exc}); {fix}") from exc
 
 
 def _meta(table: pa.Table, key: bytes) -> dict[str, Any]:
@@ -68,11 +63,10 @@ def _scores(paths: Sequence[Path]) -> tuple[dict[tuple[str, str], dict[str, Any]
     where: dict[tuple[str, str], Path] = {}
     info: dict[str, Any] = {}
     for path in paths:
-        table = _read(path, "scores", "run `atlas score` on its chunk (snakemake does it)")
-        missing = [c for c in ("method", "target_id", *_SCORE_COLUMNS) if c not in table.column_names]
-        if missing:
-            raise AtlasError(f"{path} lacks column(s) {', '.join(missing)}: it is not from `atlas score`; rerun it")
-        meta = _meta(table, _SCORES_KEY)
+        table = read_table(
+            path, "scores", "run `atlas score` on its chunk (snakemake does it)", SCORE_COLUMNS, "atlas score"
+        )
+        meta = _meta(table, SCORES_KEY)
         judge = {k: meta.get(k) for k in ("judge", "robustness")}
         if info and judge != info:
             raise AtlasError(
@@ -83,24 +77,31 @@ def _scores(paths: Sequence[Path]) -> tuple[dict[tuple[str, str], dict[str, Any]
         for row in table.to_pylist():
             key = (row["method"], row["target_id"])
             if key in rows:
-                raise AtlasError(f"target {key[1]} of method {key[0]} is scored twice ({where[key]} and {path}); score each chunk once")
+                raise AtlasError(
+                    f"target {key[1]} of method {key[0]} is scored twice ({where[key]} and {path}); score each chunk once"
+                )
             rows[key], where[key] = row, path
     return rows, info
 
 
-def _exemplars(path: Path | None, run_dir: Path) -> tuple[dict[str, tuple[list[str], list[float]]] | None, dict[str, Any]]:
+def _exemplars(
+    path: Path | None, run_dir: Path
+) -> tuple[dict[str, tuple[list[str], list[float]]] | None, dict[str, Any]]:
     if path is None:
         return None, {}
-    table = _read(path, "exemplars", "run `atlas exemplars` (snakemake does it)")
-    missing = [c for c in ("target_id", "exemplars", "exemplar_scores") if c not in table.column_names]
-    if missing:
-        raise AtlasError(f"{path} lacks column(s) {', '.join(missing)}: it is not from `atlas exemplars`; rerun it")
+    table = read_table(
+        path,
+        "exemplars",
+        "run `atlas exemplars` (snakemake does it)",
+        ("target_id", "exemplars", "exemplar_scores"),
+        "atlas exemplars",
+    )
     folder = run_relative(path.parent, run_dir, "the exemplars")
     out = {
         row["target_id"]: ([str(folder / name) for name in row["exemplars"]], list(row["exemplar_scores"]))
         for row in table.select(["target_id", "exemplars", "exemplar_scores"]).to_pylist()
     }
-    return out, _meta(table, _EXEMPLARS_KEY)
+    return out, _meta(table, EXEMPLARS_KEY)
 
 
 def _run_json(run_dir: Path, chunk: str) -> dict[str, Any]:
@@ -111,15 +112,11 @@ def _run_json(run_dir: Path, chunk: str) -> dict[str, Any]:
         raise AtlasError(f"cannot read {path} ({type(exc).__name__}): rerun its chunk with `atlas generate`") from exc
 
 
-def _nan_null(value: Any) -> Any:
-    return None if isinstance(value, float) and value != value else value
-
-
 def build_index(
     run_dir: Path, records: Path, scores: Sequence[Path], exemplars: Path | None = None, config: Any = None
 ) -> pa.Table:
     """The index table (checked, with its provenance metadata) from a run's parts."""
-    rec = _read(records, "records", "run `atlas collect` first (snakemake does it)")
+    rec = read_table(records, "records", "run `atlas collect` first (snakemake does it)")
     need = ("method", "target_id", "kind", "chunk", "classifier", *_RENAMED)
     missing = [c for c in need if c not in rec.column_names]
     if missing:
@@ -130,9 +127,11 @@ def build_index(
     ex, ex_info = _exemplars(exemplars, run_dir)
 
     runs = {chunk: _run_json(run_dir, chunk) for chunk in dict.fromkeys(rec.column("chunk").to_pylist())}
-    classifier_sha = {json.dumps(r.get("classifier", {}).get("weights_sha256")) for r in runs.values()}
+    classifier_sha = {json.dumps(r.get("classifier", {}).get("sha256")) for r in runs.values()}
     if len(classifier_sha) > 1:
-        raise AtlasError("the chunks were generated with different classifier weights (their run.json differ): regenerate the stale chunks")
+        raise AtlasError(
+            "the chunks were generated with different classifier weights (their run.json differ): regenerate the stale chunks"
+        )
     judge = judge_info.get("judge") or {}
     cfg_sha = None if config is None else config_sha256(config)
     commit = git_commit()
@@ -146,20 +145,22 @@ def build_index(
                 "run `atlas score` on that chunk (snakemake does it)"
             )
         seen.add(key)
-        out = {c: _nan_null(row.get(c)) for c in cols}
+        out = {c: finite_or_none(row.get(c)) for c in cols}
         for old, new in _RENAMED.items():
-            out[new] = _nan_null(row[old])
+            out[new] = finite_or_none(row[old])
         if out["d_rank"] is not None and out["d_rank"] < 1:
             out["d_rank"] = None  # -1: a filter, or a failed target
         out.update({c: by_key[key][c] for c in _SCORE_COLUMNS})
         if ex is not None:
             if row["target_id"] not in ex:
-                raise AtlasError(f"target {row['target_id']} has no exemplars in {exemplars}: rerun `atlas exemplars` with every target of the run")
+                raise AtlasError(
+                    f"target {row['target_id']} has no exemplars in {exemplars}: rerun `atlas exemplars` with every target of the run"
+                )
             out["exemplars"], out["exemplar_scores"] = ex[row["target_id"]]
         else:
             out["exemplars"], out["exemplar_scores"] = [], []
         run = runs[row["chunk"]]
-        out["classifier_sha256"] = run.get("classifier", {}).get("weights_sha256")
+        out["classifier_sha256"] = run.get("classifier", {}).get("sha256")
         out["decoder_sha256"] = (run.get("decoder") or {}).get("sha256")
         out["judge_sha256"] = judge.get("sha256")
         out["config_sha256"] = cfg_sha
@@ -179,61 +180,26 @@ def build_index(
         "format": INDEX_FORMAT,
         "config": config,
         "config_sha256": cfg_sha,
-        "atlas": __version__,
-        "git_commit": commit,
-        "versions": versions(),
+        **software(),
         "classifier": first.get("classifier"),
         "judge": judge,
         "robustness": judge_info.get("robustness"),
         "decoders": sorted({s for s in cols["decoder_sha256"] if s is not None}),
         "exemplars": ex_info or None,
-        "chunks": {chunk: {"git_commit": r.get("git_commit"), "atlas": r.get("atlas"), "device": r.get("device")} for chunk, r in runs.items()},
-    }  # fmt: skip
+        "chunks": {
+            chunk: {"git_commit": r.get("git_commit"), "atlas": r.get("atlas"), "device": r.get("device")}
+            for chunk, r in runs.items()
+        },
+    }
     table = pa.Table.from_pydict(cols, schema=pa.schema([pa.field(c.name, c.type) for c in INDEX_COLUMNS]))
     table = table.replace_schema_metadata({PROVENANCE_KEY: json.dumps(provenance, sort_keys=True).encode()})
     return check_index(table, "the new index")
 
 
 def write_index(table: pa.Table, out: Path) -> None:
-    with atomic_path(out) as tmp:
-        pq.write_table(table, tmp)
+    write_table(table, out)
 
 
 def read_provenance(path: Path) -> dict[str, Any]:
     """The provenance JSON of an index file."""
     return json.loads((pq.read_schema(path).metadata or {})[PROVENANCE_KEY])
-
-
-def run(args: argparse.Namespace) -> int:
-    config = None
-    if args.config_json is not None:
-        try:
-            config = json.loads(args.config_json)
-        except ValueError as exc:
-            raise AtlasError(f"--config-json is not JSON ({exc}); pass the run's config as one JSON text") from exc
-    run_dir = Path(args.run_dir)
-    table = build_index(
-        run_dir, Path(args.records), [Path(s) for s in args.scores],
-        Path(args.exemplars) if args.exemplars else None, config,
-    )  # fmt: skip
-    write_index(table, Path(args.out))
-    failed = sum(bool(f) for f in table.column("failed").to_pylist())
-    log.info("indexed %d images (%d failed) into %s", table.num_rows, failed, args.out)
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "index",
-        help="merge the run's records, scores, exemplars and provenance into index.parquet",
-        description=f"Join the run's records (`atlas collect`), every chunk's scores (`atlas score`) and the "
-        f"exemplars (`atlas exemplars`) into one {INDEX_FORMAT} table, one row per image, with the run's "
-        "provenance in the Parquet metadata. Checked against atlas.schema; written atomically.",
-    )
-    p.add_argument("scores", nargs="+", metavar="SCORES", help="scores.parquet of every chunk")
-    p.add_argument("--run-dir", required=True, metavar="DIR", help="the run folder (paths in the index are relative to it)")
-    p.add_argument("--records", required=True, metavar="FILE", help="the run's records.parquet (from `atlas collect`)")
-    p.add_argument("--exemplars", default=None, metavar="FILE", help="exemplars.parquet (from `atlas exemplars`); none: no exemplars")
-    p.add_argument("--config-json", default=None, metavar="JSON", help="the run's resolved config, recorded with its sha256")
-    p.add_argument("--out", required=True, metavar="FILE", help="index Parquet file to write")
-    p.set_defaults(func=run)

@@ -1,7 +1,7 @@
-"""Atomic output: every file is written to a temporary name beside it, then renamed.
-
-A reader (or a rerun after a crash) therefore sees either the old file or the whole new one,
-never half of one.
+"""Files in and out. Output is atomic: every file is written to a temporary name beside it, then
+renamed, so a reader (or a rerun after a crash) sees either the old file or the whole new one,
+never half of one. Input tables are read with their required columns checked, so a wrong or
+damaged file is a one-line error that says which stage rewrites it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
-from typing import IO, Any
+from pathlib import Path, PurePosixPath
+from typing import IO, TYPE_CHECKING, Any
+
+from atlas.errors import AtlasError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def _umask() -> int:
@@ -75,6 +80,43 @@ def write_parquet(df: Any, path: str | os.PathLike[str]) -> None:
     """Write a pandas DataFrame as Parquet atomically (pyarrow engine, no index)."""
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, engine="pyarrow", index=False)
+
+
+def write_table(table: pa.Table, path: str | os.PathLike[str]) -> None:
+    """Write an Arrow table (with its schema metadata) as Parquet atomically."""
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_table(path: Path, what: str, fix: str, required: tuple[str, ...] = (), made_by: str = "") -> pa.Table:
+    """Read a Parquet table; a missing or unreadable file, or one without a `required` column, is
+    an AtlasError naming the file and the fix (`made_by`: the command that writes such files)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise AtlasError(f"{what} {path} does not exist; {fix}")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise AtlasError(f"cannot read {what} {path} ({exc}); {fix}") from exc
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        source = f": it is not from `{made_by}`" if made_by else ""
+        raise AtlasError(f"{path} lacks column(s) {', '.join(missing)}{source}; {fix}")
+    return table
+
+
+def run_relative(path: Path, root: Path, what: str) -> PurePosixPath:
+    """`path` relative to the run folder `root`, as the index records it (POSIX separators)."""
+    try:
+        return PurePosixPath(path.resolve().relative_to(root.resolve()).as_posix())
+    except ValueError:
+        raise AtlasError(
+            f"{what} {path} is not inside the run folder {root}; pass --run-dir of the run it belongs to"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -1,4 +1,8 @@
-"""Provenance recorded with every output: versions, git commit, weights hashes."""
+"""Provenance recorded with every output: versions, git commit, weights hashes.
+
+Every stage records the same keys for the same facts: `software()` (the Atlas version, the git
+commit, the package versions) and `classifier_record()` (a classifier and its weights' sha256).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,13 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from atlas import __version__
+from atlas.io import sha256_file
+
+if TYPE_CHECKING:
+    from atlas.classifier import Classifier
 
 _PACKAGES = ("atlas", "torch", "torchvision", "numpy", "pandas", "pyarrow", "pillow", "snakemake")
 
@@ -36,13 +47,29 @@ def git_commit() -> str | None:
         return None
     dirty = subprocess.run(
         ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True, text=True, timeout=10, check=False,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
     ).stdout.strip()
     return res.stdout.strip() + ("-dirty" if dirty else "")
 
 
 @functools.cache
 def file_sha256(path: str) -> str:
-    from atlas.io import sha256_file
-
     return sha256_file(path)
+
+
+def software() -> dict[str, Any]:
+    """What ran: the Atlas version, its git commit and the versions of Python and the packages."""
+    return {"atlas": __version__, "git_commit": git_commit(), "versions": versions()}
+
+
+def classifier_record(classifier: Classifier) -> dict[str, Any]:
+    """A classifier as an output records it: its name, weights, input size and weights' sha256."""
+    return {
+        "name": classifier.name,
+        "weights": classifier.weights,
+        "input_size": classifier.input_size,
+        "sha256": file_sha256(classifier.weights_file) if classifier.weights_file else None,
+    }

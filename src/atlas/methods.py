@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -101,7 +102,9 @@ class MethodSettings:
             raise AtlasError(f"unknown regulariser {self.reg!r}; use one of {', '.join(REGULARISERS)}")
         if self.reg not in METHOD_REGULARISERS[self.method]:
             allowed = METHOD_REGULARISERS[self.method]
-            raise AtlasError(f"the {self.method} method cannot regularise with {self.reg}; set reg to {' or '.join(allowed)}")
+            raise AtlasError(
+                f"the {self.method} method cannot regularise with {self.reg}; set reg to {' or '.join(allowed)}"
+            )
         if self.steps < 1:
             raise AtlasError(f"steps must be at least 1, got {self.steps}")
         if self.snapshots < 1 or self.snapshot_every < 1:
@@ -126,27 +129,66 @@ class MethodSettings:
 
 _PAPER: dict[str, MethodSettings] = {
     "scratch": MethodSettings(
-        method="scratch", steps=500, optimiser="adamax", lr=0.002, penalty=0.01, target_relu=True,
-        noise_std=2.0, reg="l1_gamma", reg_weight=0.01, snapshots=1, width=1.0,
+        method="scratch",
+        steps=500,
+        optimiser="adamax",
+        lr=0.002,
+        penalty=0.01,
+        target_relu=True,
+        noise_std=2.0,
+        reg="l1_gamma",
+        reg_weight=0.01,
+        snapshots=1,
+        width=1.0,
     ),
     "pretrained": MethodSettings(
-        method="pretrained", steps=1200, optimiser="sgd", lr=0.01, momentum=0.1, nesterov=True,
-        penalty=0.01, target_relu=True, noise_std=_GAUSSIAN_DROPOUT_STD, reg="l2_sq", reg_weight=0.1,
-        snapshots=10, snapshot_every=40, alpha_relu=True,
+        method="pretrained",
+        steps=1200,
+        optimiser="sgd",
+        lr=0.01,
+        momentum=0.1,
+        nesterov=True,
+        penalty=0.01,
+        target_relu=True,
+        noise_std=_GAUSSIAN_DROPOUT_STD,
+        reg="l2_sq",
+        reg_weight=0.1,
+        snapshots=10,
+        snapshot_every=40,
+        alpha_relu=True,
     ),
     # The paper's Figure 1 baseline has no published settings; these are the classic ones.
     "pixel": MethodSettings(
-        method="pixel", steps=200, optimiser="adam", lr=0.05, penalty=0.01, target_relu=True,
-        reg="pixel_l2", reg_weight=0.01, jitter=8,
+        method="pixel",
+        steps=200,
+        optimiser="adam",
+        lr=0.05,
+        penalty=0.01,
+        target_relu=True,
+        reg="pixel_l2",
+        reg_weight=0.01,
+        jitter=8,
     ),
     # Not the paper's: the field's standard since, with their authors' settings. lucid's render:
     # Adam lr 0.05 on the raw logit, no other-class term, the standard transformations, 512 steps.
     "fourier": MethodSettings(
-        method="fourier", steps=512, optimiser="adam", lr=0.05, penalty=0.0, target_relu=False, transforms=True,
+        method="fourier",
+        steps=512,
+        optimiser="adam",
+        lr=0.05,
+        penalty=0.0,
+        target_relu=False,
+        transforms=True,
     ),
     # MACO's reference code (Horama): NAdam lr 1.0 on the phase.
     "maco": MethodSettings(
-        method="maco", steps=512, optimiser="nadam", lr=1.0, penalty=0.0, target_relu=False, transforms=True,
+        method="maco",
+        steps=512,
+        optimiser="nadam",
+        lr=1.0,
+        penalty=0.0,
+        target_relu=False,
+        transforms=True,
     ),
 }
 
@@ -169,8 +211,17 @@ _PAPER: dict[str, MethodSettings] = {
 _DEFAULT: dict[str, MethodSettings] = {
     "scratch": replace(_PAPER["scratch"], target_relu=False, lr=0.01, noise_std=0.5, transforms=True),
     "pretrained": replace(
-        _PAPER["pretrained"], optimiser="adam", lr=0.1, momentum=0.0, nesterov=False, penalty=0.0,
-        target_relu=False, reg="none", reg_weight=0.0, code_norm=True, transforms=True,
+        _PAPER["pretrained"],
+        optimiser="adam",
+        lr=0.1,
+        momentum=0.0,
+        nesterov=False,
+        penalty=0.0,
+        target_relu=False,
+        reg="none",
+        reg_weight=0.0,
+        code_norm=True,
+        transforms=True,
     ),
     "pixel": replace(_PAPER["pixel"], target_relu=False, jitter=0, transforms=True),
     "fourier": replace(_PAPER["fourier"], steps=100, lr=0.1),
@@ -209,3 +260,14 @@ def settings_for(method: str, preset: str = "default", overrides: dict[str, str]
             raise AtlasError(f"unknown setting {key!r}; valid settings: {', '.join(sorted(names))}")
         changes[key] = _coerce(key, text, getattr(base, key))
     return replace(base, **changes)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """`KEY=VALUE` texts (the command line's `--set`) as a dict for `settings_for`."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise AtlasError(f"malformed --set {item!r}; write --set KEY=VALUE, e.g. --set lr=0.01")
+        out[key.strip()] = value.strip()
+    return out

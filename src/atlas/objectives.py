@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from atlas.classifier import Activations
+from atlas.targets import Target
 
 PENALTY = 0.01  # lambda of Eq. 2; the authors' y_true of -10/1000 for the other classes
 
@@ -255,6 +256,14 @@ def filter_loss(layer: str, channels: Sequence[int], penalty: float = 0.0) -> Ob
     if penalty:
         loss = loss + penalty * OtherClasses(())
     return loss
+
+
+def target_objective(target: Target, penalty: float, target_relu: bool, filter_penalty: float = 0.0) -> Objective:
+    """The loss of one target: `filter_loss` for a filter target, `class_loss` for the others."""
+    if target.kind == "filter":
+        assert target.layer is not None
+        return filter_loss(target.layer, target.channels, filter_penalty)
+    return class_loss(target.classes, penalty, target_relu)
 
 
 class ChunkLoss:

@@ -6,7 +6,7 @@
 
 Each target draws its initial values and its noise from its own `torch.Generator`, seeded by the
 target alone, so an image does not depend on which chunk it ran in. Images are in D's normalised
-input space (DESIGN.md §2).
+input space (docs/design.md, "The classifier's input space").
 """
 
 from __future__ import annotations
@@ -94,12 +94,12 @@ class _WithDecoder(Parameterisation):
 
     def prepare(self, runtime: Runtime) -> None:
         # In place: the parameters stay the same tensors, so an optimiser made after sees them.
-        self.decoder.to(memory_format=runtime.memory_format())
+        self.decoder.to(memory_format=runtime.memory_format())  # type: ignore[call-overload]  # torch accepts it; its stubs do not list it
         self._decode = torch.compile(self.decoder) if runtime.compile else self.decoder
 
     def _generate(self, f: torch.Tensor) -> torch.Tensor:
-        # G runs in fp32 also under bf16 autocast (only D runs in bf16). Measured (README,
-        # "Benchmarks"; tests/test_runtime.py): in bf16, the scratch G's BatchNorm over a single
+        # G runs in fp32 also under bf16 autocast (only D runs in bf16). Measured (docs/benchmarks.md,
+        # "Speed options"; tests/test_runtime.py): in bf16, the scratch G's BatchNorm over a single
         # image turned the rounding of nearly constant channels into noise and lost its targets,
         # and the pretrained G's backward cancels enough to err by a third of a step; with G in
         # fp32 and D in bf16 the images stay within one 8-bit level of fp32's.
@@ -124,7 +124,8 @@ class ScratchG(_WithDecoder):
 
     f = alpha * (f0 + eps), eps ~ N(0, noise_std^2) (Keras GaussianNoise before the alpha layer);
     G's BatchNorm runs in train mode (each image's own statistics), also when rendering: the
-    image is rendered the way it was optimised (DESIGN.md §2 measured p = 0.01 otherwise).
+    image is rendered the way it was optimised (docs/design.md, "Rendering: the image as it was
+    optimised": rendered with running statistics instead, D's probability fell to 0.01).
     R = reg_weight * sum |gamma| over the three gammas of the final BatchNorm.
     """
 
@@ -182,10 +183,12 @@ class PretrainedG(_WithDecoder):
         self._decode = self.decoder
         for p in self.decoder.parameters():
             p.requires_grad_(False)
-        if settings.code_norm:
-            init = per_target(seeds, lambda g: torch.randn(FEATURES, generator=g))
-        else:
-            init = torch.ones(self.batch, FEATURES)
+        # code_norm: a per-target N(0, 1) start; the paper's: all ones.
+        init = (
+            per_target(seeds, lambda g: torch.randn(FEATURES, generator=g))
+            if settings.code_norm
+            else torch.ones(self.batch, FEATURES)
+        )
         self.alpha = nn.Parameter(init.to(device))
         self.noise = _FeatureNoise(seeds, settings.noise_std, device)
 
@@ -194,7 +197,7 @@ class PretrainedG(_WithDecoder):
 
     def code(self, noise: bool = True) -> torch.Tensor:
         """The feature vector f fed to the decoder (B, 3200)."""
-        f = self.alpha
+        f: torch.Tensor = self.alpha
         if noise and self.noise.std > 0:
             f = f * (1.0 + self.noise.std * self.noise.draw())
         if self.settings.code_norm:
@@ -259,7 +262,7 @@ class Pixels(_Image):
         return [self.rgb]
 
     def images(self, noise: bool = True) -> torch.Tensor:
-        x = self.rgb
+        x: torch.Tensor = self.rgb
         j = self.settings.jitter
         if noise and j > 0:
             x = roll_rows(x, self.shifts.next())

@@ -1,8 +1,8 @@
 """Chunk planning for the Snakemake workflow: which targets each generation job optimises.
 
 The workflow imports this at DAG time, for every `snakemake` invocation (and on a cluster, in every
-job), so it must stay cheap: no torch, no classifier. Target ids are therefore formed here the same
-way `atlas.targets.Target.id` forms them (tests check that the two agree), and class indices are
+job), so it must stay cheap: no torch, no classifier. Target ids and index ranges come from
+`atlas.targets` (torch-free, the one definition of both), and class indices are
 checked against the 1000 classes of ImageNet-1k, which every supported classifier has, rather
 than against a loaded model. Layer names and channel counts can only be checked by `atlas
 generate` itself, when the job loads the classifier.
@@ -15,14 +15,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from atlas.errors import AtlasError
+from atlas.targets import KINDS as TARGET_KINDS
+from atlas.targets import class_id, filter_id, parse_range
 
 # Every classifier Atlas resolves (efficientnet-lite0/2, torchvision:<name>) is an ImageNet-1k one.
 NUM_CLASSES = 1000
-# Target kinds the workflow fans out over, in the order its jobs are listed.
+# Target kinds the workflow fans out over, in the order its jobs are listed (groups are for the
+# command line only).
 KINDS = ("class", "filter", "pair")
+assert set(KINDS) <= set(TARGET_KINDS)
 # Layer names end up in target ids, file names and shell commands: keep them to these characters.
 LAYER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-_RANGE_RE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
 
 
 @dataclass(frozen=True)
@@ -78,17 +81,16 @@ def parse_indices(items: Iterable[int | str], what: str, limit: int | None) -> l
     out: set[int] = set()
     for item in items:
         if isinstance(item, bool):
-            raise AtlasError(f"{what}: {item!r} is not an index; write integers or ranges such as \"0-9\"")
+            raise AtlasError(f'{what}: {item!r} is not an index; write integers or ranges such as "0-9"')
         if isinstance(item, int):
             lo = hi = item
         else:
-            m = _RANGE_RE.fullmatch(str(item))
-            if m is None:
-                raise AtlasError(f"{what}: malformed item {item!r}; write integers or ranges such as \"0-9\"")
-            lo = int(m.group(1))
-            hi = int(m.group(2)) if m.group(2) is not None else lo
+            bounds = parse_range(str(item))
+            if bounds is None:
+                raise AtlasError(f'{what}: malformed item {item!r}; write integers or ranges such as "0-9"')
+            lo, hi = bounds
             if hi < lo:
-                raise AtlasError(f"{what}: range {item!r} runs backwards; write it as \"{hi}-{lo}\"")
+                raise AtlasError(f'{what}: range {item!r} runs backwards; write it as "{hi}-{lo}"')
         if lo < 0 or (limit is not None and hi >= limit):
             bound = f"0..{limit - 1}" if limit is not None else "0 or more"
             raise AtlasError(f"{what}: {item!r} is out of range; indices are {bound}")
@@ -98,7 +100,7 @@ def parse_indices(items: Iterable[int | str], what: str, limit: int | None) -> l
 
 def class_targets(classes: Iterable[int | str]) -> list[PlannedTarget]:
     return [
-        PlannedTarget(id=f"class-{c:04d}", kind="class", classes=(c,))
+        PlannedTarget(id=class_id("class", (c,)), kind="class", classes=(c,))
         for c in parse_indices(classes, "classes", NUM_CLASSES)
     ]
 
@@ -116,7 +118,7 @@ def pair_targets(pairs: Sequence[Sequence[int]]) -> list[PlannedTarget]:
         if frozenset(members) in seen:
             raise AtlasError(f"pairs: {label} is listed twice; list each pair once")
         seen.add(frozenset(members))
-        out.append(PlannedTarget(id="pair-" + "+".join(f"{c:04d}" for c in members), kind="pair", classes=members))
+        out.append(PlannedTarget(id=class_id("pair", members), kind="pair", classes=members))
     return out
 
 
@@ -134,7 +136,7 @@ def filter_targets(filters: Sequence[dict[str, object]]) -> list[PlannedTarget]:
         channels = entry.get("channels")
         assert isinstance(channels, list)
         for k in parse_indices(channels, f"filters: channels of {layer}", None):
-            out.append(PlannedTarget(id=f"filter-{layer}-{k:04d}", kind="filter", layer=layer, channel=k))
+            out.append(PlannedTarget(id=filter_id(layer, (k,)), kind="filter", layer=layer, channel=k))
     return out
 
 

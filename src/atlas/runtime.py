@@ -1,4 +1,4 @@
-"""How a chunk's optimisation runs on its device: precision, memory layout, compilation.
+"""Where and how a stage runs: the device, and a chunk's precision, memory layout, compilation.
 
 None of these changes what is optimised; they change how fast and with which rounding.
 
@@ -14,7 +14,7 @@ None of these changes what is optimised; they change how fast and with which rou
   filter target's hooks would recompile it every step). An explicit opt-in on every device: it
   costs a compilation of tens of seconds to minutes per job.
 
-What bf16 does to the images (README, "Benchmarks"): per step the losses agree with fp32 to
+What bf16 does to the images (docs/benchmarks.md, "Speed options"): per step the losses agree with fp32 to
 about 1%, but in a deep ReLU network the gradient to the image does not agree elementwise (bf16
 rounding flips the ReLU masks of units near zero), so with sign-like optimisers (Adam, Adamax)
 trajectories part from the fp32 ones; with the pretrained method the images stay within about
@@ -71,6 +71,20 @@ def resolve_runtime(precision: str, channels_last: str, compile: bool, device: t
     if precision == "auto":
         precision = "bf16" if bf16_ok else "fp32"
     elif precision == "bf16" and cuda and not bf16_ok:
-        raise AtlasError(f"precision bf16 was asked for but {torch.cuda.get_device_name(device)} has no bf16; use --precision fp32")
+        raise AtlasError(
+            f"precision bf16 was asked for but {torch.cuda.get_device_name(device)} has no bf16; use --precision fp32"
+        )
     layout = cuda if channels_last == "auto" else channels_last == "on"
     return Runtime(precision=precision, channels_last=layout, compile=bool(compile))
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`; a one-line error for anything else."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AtlasError(f"device {name} was asked for but CUDA is not available; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise AtlasError(f"unknown device {name!r}; use auto, cpu or cuda") from None

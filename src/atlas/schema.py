@@ -14,8 +14,8 @@ from three places:
 
 Image paths are relative to the run folder (`results/<run>/`). Probabilities and ranks are
 null for filter targets; judge and robustness columns are null for failed targets. This module is
-the single definition: the index writer checks its table with `check_index`, the README's table
-is `markdown_table()`, and a test compares the two.
+the single definition: the index writer checks its table with `check_index`, the table in
+docs/design.md ("The index") is `markdown_table()`, and a test compares the two.
 """
 
 from __future__ import annotations
@@ -28,6 +28,28 @@ from atlas.errors import AtlasError
 
 INDEX_FORMAT = "atlas-index/1"
 PROVENANCE_KEY = b"atlas.provenance"
+
+# The files the stages hand on, and the Parquet schema-metadata keys under which each records (as
+# JSON) what made it. `atlas index` reads all of them.
+RECORDS = "records.parquet"  # a chunk's records (`atlas generate`); also the run's (`atlas collect`)
+SCORES_KEY = b"atlas.scores"  # a chunk's scores.parquet (`atlas score`): the judge, D, robustness set
+EXEMPLARS = "exemplars.parquet"  # `atlas exemplars`
+EXEMPLARS_KEY = b"atlas.exemplars"
+# The columns `atlas score` writes, keyed by (method, target_id); `atlas index` joins them to the
+# records. Names and types are the index's (`INDEX_COLUMNS`).
+SCORE_KEY_COLUMNS = ("method", "target_id")
+SCORE_COLUMNS = (
+    *SCORE_KEY_COLUMNS,
+    "d_top5_labels",
+    "judge",
+    "judge_prob",
+    "judge_rank",
+    "judge_top5",
+    "judge_top5_labels",
+    "robust_prob",
+    "robust_prob_min",
+    "robust_activation",
+)
 
 _str = pa.string()
 _int = pa.int64()
@@ -47,12 +69,21 @@ class Column:
 
 INDEX_COLUMNS: tuple[Column, ...] = (
     # What the image is.
-    Column("target_id", _str, "target", "target id: class-0009, pair-0009+0030, filter-<layer>-0003 (unique per method)"),
+    Column(
+        "target_id", _str, "target", "target id: class-0009, pair-0009+0030, filter-<layer>-0003 (unique per method)"
+    ),
     Column("method", _str, "target", "scratch, pretrained, pixel, fourier or maco"),
     Column("kind", _str, "target", "class, pair (two classes), group (more) or filter"),
     Column("class_index", _int, "target", "the class index of a class target; null otherwise"),
-    Column("classes", _ints, "target", "the target's class indices (one for a class, two for a pair, more for a group; empty for a filter)"),
-    Column("label", _str, "target", "human-readable name of the target (class names joined with ' + ', or layer:channel)"),
+    Column(
+        "classes",
+        _ints,
+        "target",
+        "the target's class indices (one for a class, two for a pair, more for a group; empty for a filter)",
+    ),
+    Column(
+        "label", _str, "target", "human-readable name of the target (class names joined with ' + ', or layer:channel)"
+    ),
     Column("layer", _str, "target", "a filter target's layer name; null otherwise"),
     Column("channel", _int, "target", "a filter target's channel; null otherwise"),
     Column("channels", _ints, "target", "a filter target's channels; empty otherwise"),
@@ -82,20 +113,44 @@ INDEX_COLUMNS: tuple[Column, ...] = (
     Column("judge_top5", _ints, "judge", "the judge's five most probable class indices"),
     Column("judge_top5_labels", _strs, "judge", "their class names"),
     # Robustness: D's score after small transformations of the saved image.
-    Column("robust_prob", _float, "robustness", "mean of D's target probability over the transformations; null for a filter"),
+    Column(
+        "robust_prob",
+        _float,
+        "robustness",
+        "mean of D's target probability over the transformations; null for a filter",
+    ),
     Column("robust_prob_min", _float, "robustness", "its minimum over the transformations; null for a filter"),
-    Column("robust_activation", _float, "robustness", "mean of D's target activation over the transformations, divided by d_activation"),
+    Column(
+        "robust_activation",
+        _float,
+        "robustness",
+        "mean of D's target activation over the transformations, divided by d_activation",
+    ),
     # Exemplars: real images of the extracted dataset that D scores highest for the target.
-    Column("exemplars", _strs, "exemplars", "PNG paths (relative to the run folder) of the top-k dataset images, best first"),
+    Column(
+        "exemplars",
+        _strs,
+        "exemplars",
+        "PNG paths (relative to the run folder) of the top-k dataset images, best first",
+    ),
     Column("exemplar_scores", _floats, "exemplars", "D's target activation on each exemplar"),
     # Provenance (the same on every row; complete in the schema metadata).
     Column("classifier", _str, "provenance", "D's name"),
-    Column("classifier_sha256", _str, "provenance", "sha256 of D's weight file; null when it has none on disk (random weights)"),
+    Column(
+        "classifier_sha256",
+        _str,
+        "provenance",
+        "sha256 of D's weight file; null when it has none on disk (random weights)",
+    ),
     Column("judge_sha256", _str, "provenance", "sha256 of the judge's weight file; null when none"),
-    Column("decoder_sha256", _str, "provenance", "sha256 of the pretrained method's decoder; null for the other methods"),
+    Column(
+        "decoder_sha256", _str, "provenance", "sha256 of the pretrained method's decoder; null for the other methods"
+    ),
     Column("config_sha256", _str, "provenance", "sha256 of the run's resolved config (JSON, sorted keys)"),
     Column("atlas_version", _str, "provenance", "the atlas package version"),
-    Column("git_commit", _str, "provenance", "the git commit of the code (with -dirty when modified); null outside git"),
+    Column(
+        "git_commit", _str, "provenance", "the git commit of the code (with -dirty when modified); null outside git"
+    ),
 )
 
 INDEX_SCHEMA = pa.schema([pa.field(c.name, c.type) for c in INDEX_COLUMNS])
@@ -112,7 +167,9 @@ def check_index(table: pa.Table, where: str = "the index") -> pa.Table:
             parts.append("lacks " + ", ".join(missing))
         if extra:
             parts.append("has unknown " + ", ".join(extra))
-        raise AtlasError(f"{where} {' and '.join(parts)}: it is not an {INDEX_FORMAT} table; rebuild it with `atlas index`")
+        raise AtlasError(
+            f"{where} {' and '.join(parts)}: it is not an {INDEX_FORMAT} table; rebuild it with `atlas index`"
+        )
     table = table.select([c.name for c in INDEX_COLUMNS])
     try:
         return table.cast(pa.schema([pa.field(c.name, c.type) for c in INDEX_COLUMNS], metadata=table.schema.metadata))
@@ -121,7 +178,7 @@ def check_index(table: pa.Table, where: str = "the index") -> pa.Table:
 
 
 def markdown_table() -> str:
-    """The README's description of the index columns."""
+    """The index columns as a markdown table (docs/design.md, "The index")."""
     lines = ["| column | type | group | meaning |", "|---|---|---|---|"]
     for c in INDEX_COLUMNS:
         lines.append(f"| `{c.name}` | {c.type} | {c.group} | {c.description} |")

@@ -7,20 +7,58 @@
     filter:features.9:3+5          a compound of two channels of one layer
 
 Several specs are separated by `;` or given as repeated --targets options.
+
+This module is torch-free: the workflow's planning (`atlas.plan`) and the command line use it
+without loading a model. It is the one definition of target kinds, target ids and index ranges.
 """
 
 from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from atlas.classifier import Classifier
 from atlas.errors import AtlasError
-from atlas.objectives import Objective, class_loss, filter_loss
 
 KINDS = ("class", "pair", "group", "filter")
+# The --targets help text of every command that takes targets.
+SPEC_HELP = "class:285, class:0-9, class:1,5,9, pair:9+30, group:1+2+3, filter:LAYER:0-7"
+# One index or an inclusive range of indices: "7", "0-9".
+_RANGE_RE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
+
+
+def parse_range(text: str) -> tuple[int, int] | None:
+    """`"7"` -> (7, 7), `"0-9"` -> (0, 9); None when `text` is not an index or a range (a range
+    that runs backwards is returned as written, for the caller's message)."""
+    m = _RANGE_RE.fullmatch(text)
+    if m is None:
+        return None
+    lo = int(m.group(1))
+    return lo, int(m.group(2)) if m.group(2) is not None else lo
+
+
+def class_id(kind: str, classes: Sequence[int]) -> str:
+    """The id of a class, pair or group target: `class-0285`, `pair-0009+0030`."""
+    return f"{kind}-" + "+".join(f"{c:04d}" for c in classes)
+
+
+def filter_id(layer: str, channels: Sequence[int]) -> str:
+    """The id of a filter target: `filter-features.9-0003`, `filter-features.9-0003+0005`."""
+    return f"filter-{layer}-" + "+".join(f"{k:04d}" for k in channels)
+
+
+class _Model(Protocol):
+    """What `check_targets` needs of a classifier (`atlas.classifier.Classifier` has it)."""
+
+    name: str
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def layers(self) -> Mapping[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -36,9 +74,9 @@ class Target:
     def id(self) -> str:
         """A stable, file-name-safe identifier (also the PNG's stem)."""
         if self.kind == "filter":
-            chans = "+".join(f"{k:04d}" for k in self.channels)
-            return f"filter-{self.layer}-{chans}"
-        return f"{self.kind}-" + "+".join(f"{c:04d}" for c in self.classes)
+            assert self.layer is not None
+            return filter_id(self.layer, self.channels)
+        return class_id(self.kind, self.classes)
 
     def seed(self, base: int) -> int:
         """This target's own seed: a function of the run's seed and the target alone, so an image
@@ -50,22 +88,15 @@ class Target:
             return f"{self.layer} channel " + " + ".join(map(str, self.channels))
         return " + ".join(class_names[c] for c in self.classes)
 
-    def objective(self, penalty: float, target_relu: bool, filter_penalty: float = 0.0) -> Objective:
-        if self.kind == "filter":
-            assert self.layer is not None
-            return filter_loss(self.layer, self.channels, filter_penalty)
-        return class_loss(self.classes, penalty, target_relu)
-
 
 def _ints(text: str, what: str, spec: str) -> list[int]:
     """Parse `0-9`, `1,5,9` or a mixture into a sorted list of unique ints."""
     out: list[int] = []
     for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m:
+        bounds = parse_range(part)
+        if bounds is None:
             raise AtlasError(f"malformed {what} list {text!r} in target spec {spec!r}; write e.g. 0-9 or 1,5,9")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
+        lo, hi = bounds
         if hi < lo:
             raise AtlasError(f"empty range {part.strip()!r} in target spec {spec!r}; write low-high with low <= high")
         out.extend(range(lo, hi + 1))
@@ -90,8 +121,7 @@ def parse_spec(spec: str) -> list[Target]:
     kind, sep, rest = spec.strip().partition(":")
     if not sep or kind not in KINDS or not rest.strip():
         raise AtlasError(
-            f"malformed target spec {spec!r}; write class:285, class:0-9, pair:9+30, group:1+2+3 "
-            "or filter:LAYER:0-7"
+            f"malformed target spec {spec!r}; write class:285, class:0-9, pair:9+30, group:1+2+3 or filter:LAYER:0-7"
         )
     if kind == "class":
         return [Target("class", (c,)) for c in _ints(rest, "class", spec)]
@@ -121,7 +151,7 @@ def parse_specs(specs: Iterable[str]) -> list[Target]:
     return list(out.values())
 
 
-def check_targets(targets: Sequence[Target], classifier: Classifier) -> None:
+def check_targets(targets: Sequence[Target], classifier: _Model) -> None:
     """Check every target against D: class indices in range, layers and channels that exist."""
     n = classifier.num_classes
     for t in targets:

@@ -51,9 +51,7 @@ class RandomTransforms:
     `fill` (3,) is the padding's colour in D's input space (grey: D's normalisation of RGB 0.5).
     """
 
-    def __init__(
-        self, spec: TransformSpec, seeds: Sequence[int], fill: torch.Tensor, device: torch.device
-    ) -> None:
+    def __init__(self, spec: TransformSpec, seeds: Sequence[int], fill: torch.Tensor, device: torch.device) -> None:
         self.spec = spec
         self.fill = fill.detach().float().view(1, 3, 1, 1).to(device)
         scales = torch.tensor(spec.scales, dtype=torch.float64)

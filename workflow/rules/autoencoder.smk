@@ -13,19 +13,19 @@ rule train_dae:
         losses_plot=autoencoder_file("losses.png"),
         reconstructions=autoencoder_file("reconstructions.png"),
         info=autoencoder_file("train.json"),
-    params:
-        args=train_args(),
-        data=folder_of_input,
-        out=folder_of,
-    threads: 1  # as the generation jobs (generate.smk), which run beside it
-    resources:
-        gpu=1,
-    conda:
-        "../envs/atlas.yaml"
     log:
         f"{run_dir()}/logs/train_dae.log",
     benchmark:
         f"{run_dir()}/benchmarks/train_dae.tsv"
+    conda:
+        "../envs/atlas.yaml"
+    threads: 1  # as the generation jobs (generate.smk), which run beside it
+    resources:
+        gpu=1,
+    params:
+        args=train_args(),
+        data=folder_of_input,
+        out=folder_of,
     shell:
         "OMP_NUM_THREADS={threads} atlas train-dae --data {params.data} --out {params.out} {params.args} "
         "--device auto > {log} 2>&1"

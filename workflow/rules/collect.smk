@@ -7,13 +7,13 @@ rule collect:
         records=all_chunk_records(),
     output:
         records=f"{run_dir()}/records.parquet",
-    params:
-        run_dir=folder_of,
-    conda:
-        "../envs/atlas.yaml"
     log:
         f"{run_dir()}/logs/collect.log",
     benchmark:
         f"{run_dir()}/benchmarks/collect.tsv"
+    conda:
+        "../envs/atlas.yaml"
+    params:
+        run_dir=folder_of,
     shell:
         "atlas collect --run-dir {params.run_dir} --out {output.records} {input.records} > {log} 2>&1"

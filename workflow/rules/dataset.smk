@@ -6,14 +6,14 @@ rule extract:
     output:
         images=f"{run_dir()}/dataset/images.npy",
         manifest=f"{run_dir()}/dataset/manifest.parquet",
-    params:
-        args=extract_args(),
-        out=folder_of,
-    conda:
-        "../envs/atlas.yaml"
     log:
         f"{run_dir()}/logs/extract.log",
     benchmark:
         f"{run_dir()}/benchmarks/extract.tsv"
+    conda:
+        "../envs/atlas.yaml"
+    params:
+        args=extract_args(),
+        out=folder_of,
     shell:
         "atlas extract {params.args} --out {params.out} > {log} 2>&1"

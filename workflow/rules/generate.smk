@@ -24,6 +24,18 @@ for chunk in planned_chunks():
             *chunk_images(chunk),
             records=update(chunk_records(chunk)),
             run=f"{chunk_dir(chunk)}/run.json",
+        log:
+            chunk_log(chunk, "logs"),
+        benchmark:
+            chunk_log(chunk, "benchmarks")
+        conda:
+            "../envs/atlas.yaml"
+        # One thread: measured on this 2-core machine, one 2-thread job took 5x longer than a
+        # 1-thread one as soon as anything else ran (OpenMP oversubscription), while two 1-thread
+        # jobs side by side took 1.5x one. With a GPU the thread count hardly matters.
+        threads: 1
+        resources:
+            gpu=1,
         params:
             method=chunk.method,
             method_args=method_args(chunk.method),
@@ -34,18 +46,6 @@ for chunk in planned_chunks():
             compute=compute_args(),
             decoder=decoder_arg,
             out=folder_of,
-        # One thread: measured on this 2-core machine, one 2-thread job took 5x longer than a
-        # 1-thread one as soon as anything else ran (OpenMP oversubscription), while two 1-thread
-        # jobs side by side took 1.5x one. With a GPU the thread count hardly matters.
-        threads: 1
-        resources:
-            gpu=1,
-        conda:
-            "../envs/atlas.yaml"
-        log:
-            chunk_log(chunk, "logs"),
-        benchmark:
-            chunk_log(chunk, "benchmarks")
         shell:
             "OMP_NUM_THREADS={threads} atlas generate --method {params.method} {params.method_args} "
             "{params.classifier} {params.targets} {params.decoder} --seed {params.seed} "

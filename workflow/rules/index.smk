@@ -8,16 +8,16 @@ rule index:
         **index_inputs(),
     output:
         index=f"{run_dir()}/index.parquet",
-    params:
-        run_dir=folder_of,
-        exemplars=exemplars_arg,
-        config=config_json(),
-    conda:
-        "../envs/atlas.yaml"
     log:
         f"{run_dir()}/logs/index.log",
     benchmark:
         f"{run_dir()}/benchmarks/index.tsv"
+    conda:
+        "../envs/atlas.yaml"
+    params:
+        run_dir=folder_of,
+        exemplars=exemplars_arg,
+        config=config_json(),
     shell:
         "atlas index --run-dir {params.run_dir} --records {input.records} {params.exemplars} "
         "--config-json {params.config} --out {output.index} {input.scores} > {log} 2>&1"

@@ -12,25 +12,25 @@ rule score:
         run=f"{run_dir()}/generate/{{method}}/{{kind}}/{{chunk}}/run.json",
     output:
         scores=f"{run_dir()}/scores/{{method}}/{{kind}}/{{chunk}}.parquet",
+    log:
+        f"{run_dir()}/logs/score/{{method}}/{{kind}}/{{chunk}}.log",
+    benchmark:
+        f"{run_dir()}/benchmarks/score/{{method}}/{{kind}}/{{chunk}}.tsv"
     wildcard_constraints:
         method="|".join(METHODS),
         kind="class|filter|pair",
         chunk=r"chunk-\d{4}",
+    conda:
+        "../envs/atlas.yaml"
+    threads: 1  # as the generation jobs, which run beside it
+    resources:
+        gpu=1,
     params:
         classifier=classifier_args(),
         judge=judge_args(),
         robustness=robustness_args(),
         seed=config["seed"],
         chunk=folder_of_input,
-    threads: 1  # as the generation jobs, which run beside it
-    resources:
-        gpu=1,
-    conda:
-        "../envs/atlas.yaml"
-    log:
-        f"{run_dir()}/logs/score/{{method}}/{{kind}}/{{chunk}}.log",
-    benchmark:
-        f"{run_dir()}/benchmarks/score/{{method}}/{{kind}}/{{chunk}}.tsv"
     shell:
         "OMP_NUM_THREADS={threads} atlas score --chunk {params.chunk} {params.classifier} {params.judge} "
         "{params.robustness} --seed {params.seed} --device auto --out {output.scores} > {log} 2>&1"
@@ -43,6 +43,15 @@ rule exemplars:
         manifest=f"{run_dir()}/dataset/manifest.parquet",
     output:
         exemplars=f"{run_dir()}/exemplars/exemplars.parquet",
+    log:
+        f"{run_dir()}/logs/exemplars.log",
+    benchmark:
+        f"{run_dir()}/benchmarks/exemplars.tsv"
+    conda:
+        "../envs/atlas.yaml"
+    threads: 1
+    resources:
+        gpu=1,
     params:
         classifier=classifier_args(),
         targets=exemplar_target_args(),
@@ -50,15 +59,6 @@ rule exemplars:
         seed=config["seed"],
         data=folder_of_input,
         out=folder_of,
-    threads: 1
-    resources:
-        gpu=1,
-    conda:
-        "../envs/atlas.yaml"
-    log:
-        f"{run_dir()}/logs/exemplars.log",
-    benchmark:
-        f"{run_dir()}/benchmarks/exemplars.tsv"
     shell:
         "OMP_NUM_THREADS={threads} atlas exemplars --data {params.data} {params.classifier} {params.targets} "
         "--top-k {params.top_k} --seed {params.seed} --device auto --out {params.out} > {log} 2>&1"

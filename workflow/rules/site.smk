@@ -8,11 +8,11 @@ rule site:
         index=f"{run_dir()}/index.parquet",
     output:
         site=directory(f"{run_dir()}/site"),
-    conda:
-        "../envs/atlas.yaml"
     log:
         f"{run_dir()}/logs/site.log",
     benchmark:
         f"{run_dir()}/benchmarks/site.tsv"
+    conda:
+        "../envs/atlas.yaml"
     shell:
         "atlas site --index {input.index} --out {output.site} > {log} 2>&1"

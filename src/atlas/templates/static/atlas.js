@@ -1,6 +1,6 @@
 // The grid of index.html: every image of the run, filtered, searched and sorted in the page.
 // Plain JavaScript, no library; the data come from data/index.js (window.ATLAS_INDEX), whose rows
-// hold their fields by position (see atlas.site.grid_data). Text goes in with textContent only.
+// hold their fields by position (see atlas.site.tables.grid_data). Text goes in with textContent only.
 (function () {
   "use strict";
   var data = window.ATLAS_INDEX;

@@ -21,8 +21,9 @@ def colour(i: int) -> str:
     return COLOURS[i % len(COLOURS)]
 
 
-def loss_curves(series: Mapping[str, Sequence[float] | None], steps: Mapping[str, int | None],
-                width: int = 520, height: int = 220) -> Markup:
+def loss_curves(
+    series: Mapping[str, Sequence[float] | None], steps: Mapping[str, int | None], width: int = 520, height: int = 220
+) -> Markup:
     """One polyline per method: the loss (y) against the optimisation step (x), the legend on the
     right (the chart is `width` plus the legend's width wide).
 
@@ -56,7 +57,9 @@ def loss_curves(series: Mapping[str, Sequence[float] | None], steps: Mapping[str
     parts.append(f'<text x="{left}" y="{height - 18}" font-size="11">0</text>')
     parts.append(f'<text x="{left + pw}" y="{height - 18}" text-anchor="end" font-size="11">{xmax}</text>')
     parts.append(f'<text x="{left + pw / 2}" y="{height - 4}" text-anchor="middle" font-size="11">step</text>')
-    parts.append(f'<text x="12" y="{top + ph / 2}" font-size="11" transform="rotate(-90 12 {top + ph / 2})" text-anchor="middle">loss</text>')
+    parts.append(
+        f'<text x="12" y="{top + ph / 2}" font-size="11" transform="rotate(-90 12 {top + ph / 2})" text-anchor="middle">loss</text>'
+    )
     for i, (method, c) in enumerate(curves.items()):
         n = len(c)
         last = max((steps.get(method) or n) - 1, 1)
@@ -75,16 +78,29 @@ def loss_curves(series: Mapping[str, Sequence[float] | None], steps: Mapping[str
                 cx, cy = seg[0].split(",")
                 parts.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{colour(i)}"/>')
             elif seg:
-                parts.append(f'<polyline fill="none" stroke="{colour(i)}" stroke-width="1.5" points="{" ".join(seg)}"/>')
+                parts.append(
+                    f'<polyline fill="none" stroke="{colour(i)}" stroke-width="1.5" points="{" ".join(seg)}"/>'
+                )
         ly = top + 10 + 16 * i
-        parts.append(f'<line x1="{left + pw + 10}" y1="{ly - 4}" x2="{left + pw + 24}" y2="{ly - 4}" stroke="{colour(i)}" stroke-width="2"/>')
+        parts.append(
+            f'<line x1="{left + pw + 10}" y1="{ly - 4}" x2="{left + pw + 24}" y2="{ly - 4}" stroke="{colour(i)}" stroke-width="2"/>'
+        )
         parts.append(f'<text x="{left + pw + 28}" y="{ly}" font-size="12">{escape(method)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
-def histogram(values: Sequence[float | None], colour_: str, lo: float = 0.0, hi: float = 1.0, bins: int = 20,
-              width: int = 220, height: int = 90, label: str = "", fmt: Callable[[float], str] = number) -> Markup:
+def histogram(
+    values: Sequence[float | None],
+    colour_: str,
+    lo: float = 0.0,
+    hi: float = 1.0,
+    bins: int = 20,
+    width: int = 220,
+    height: int = 90,
+    label: str = "",
+    fmt: Callable[[float], str] = number,
+) -> Markup:
     """Bars of the counts of `values` in `bins` equal bins over [lo, hi] (values outside clipped);
     the axis ends printed by `fmt`."""
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
@@ -104,9 +120,13 @@ def histogram(values: Sequence[float | None], colour_: str, lo: float = 0.0, hi:
     for k, n in enumerate(counts):
         if n:
             h = ph * n / peak
-            parts.append(f'<rect x="{k * bw + 0.5:.1f}" y="{top + ph - h:.1f}" width="{bw - 1:.1f}" height="{h:.1f}" fill="{colour_}"/>')
+            parts.append(
+                f'<rect x="{k * bw + 0.5:.1f}" y="{top + ph - h:.1f}" width="{bw - 1:.1f}" height="{h:.1f}" fill="{colour_}"/>'
+            )
     parts.append(f'<text x="0" y="{height - 3}" font-size="10">{escape(fmt(lo))}</text>')
     parts.append(f'<text x="{width}" y="{height - 3}" font-size="10" text-anchor="end">{escape(fmt(hi))}</text>')
-    parts.append(f'<text x="{width}" y="10" font-size="10" text-anchor="end">n={len(vals)}, max bin {max(counts)}</text>')
+    parts.append(
+        f'<text x="{width}" y="10" font-size="10" text-anchor="end">n={len(vals)}, max bin {max(counts)}</text>'
+    )
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -1,8 +1,14 @@
 """The `atlas` command: one subcommand per pipeline stage.
 
-Each stage module exposes `add_parser(subparsers)` (which sets `func` on its parser) so that this
-file stays a thin dispatcher. `main(argv)` returns the exit code: 0 on success, 2 on an
-`AtlasError` (a one-line message on stderr), so tests can call it directly.
+All command-line parsing lives in this package; the library (`atlas.*` outside it) has no
+argparse, and every input check is in the library function or its config dataclass, so a Python
+caller gets the same one-line errors as the command line. Each subcommand is a module here named
+after the command (`atlas.cli.train_dae` for `atlas train-dae`) with `add_parser(subparsers)` and
+`run(args)`; `run` imports its stage module when it runs, so `atlas --help` and
+`atlas COMMAND --help` load neither torch nor the stages.
+
+`main(argv)` returns the exit code: 0 on success, 2 on an `AtlasError` (a one-line message on
+stderr), 130 on Ctrl-C and 143 on SIGTERM, so tests can call it directly.
 """
 
 from __future__ import annotations
@@ -17,32 +23,27 @@ from collections.abc import Sequence
 from atlas import __version__
 from atlas.errors import AtlasError
 
-log = logging.getLogger(__name__)
-
-# Stage modules that contribute a subcommand, in the order `atlas --help` lists them.
-_STAGES: tuple[str, ...] = (
-    "atlas.data",
-    "atlas.generate",
-    "atlas.collect",
-    "atlas.autoencoder",
-    "atlas.scores",
-    "atlas.exemplars",
-    "atlas.index",
-    "atlas.site",
+# The subcommands' modules, in the order `atlas --help` lists them (the pipeline's order).
+COMMANDS: tuple[str, ...] = (
+    "extract",
+    "generate",
+    "collect",
+    "train_dae",
+    "score",
+    "exemplars",
+    "index",
+    "site",
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse exits with 2 on a usage error already; keep its message on one line."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="atlas", description="Draw an atlas of what an image classifier has learned.")
+def main_parser() -> argparse.ArgumentParser:
+    """The whole command line: `atlas [-v] COMMAND ...`."""
+    parser = argparse.ArgumentParser(prog="atlas", description="Draw an atlas of what an image classifier has learned.")
     parser.add_argument("--version", action="version", version=f"atlas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in _STAGES:
-        importlib.import_module(name).add_parser(sub)
+    for name in COMMANDS:
+        importlib.import_module(f"atlas.cli.{name}").add_parser(sub)
     return parser
 
 
@@ -56,8 +57,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = main_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -77,7 +77,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,79 @@
+"""`atlas score`: one generation chunk's images under a judge and small transformations
+(`atlas.score`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from atlas.cli.options import DEFAULT_JUDGE, WEIGHTS_HELP, add_batch_size, add_classifier, add_device, add_out, add_seed
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score one generation chunk's images under a judge and small transformations",
+        description="Score every image of a chunk folder (from `atlas generate`): D's top-5 names, the "
+        "judge classifier's probability, rank and top-5 of the target, and D's target probability and "
+        "activation under a fixed, seeded set of shifts, zooms and a flip. Writes one Parquet table.",
+    )
+    p.add_argument("--chunk", required=True, metavar="DIR", help="chunk folder: records.parquet and its PNGs")
+    add_out(p, "scores Parquet file to write", metavar="FILE")
+    add_classifier(p, as_generated=True)
+    add_seed(p, "the run's seed (random weights are seeded with it, as in generate)")
+    judge = p.add_argument_group("the judge")
+    judge.add_argument(
+        "--judge",
+        default=DEFAULT_JUDGE,
+        help=f"the judge: efficientnet-lite0/2 or torchvision:<name> (default {DEFAULT_JUDGE})",
+    )
+    judge.add_argument("--judge-weights", default="default", help=f"the judge's weights: {WEIGHTS_HELP}")
+    robust = p.add_argument_group("robustness")
+    robust.add_argument("--jitter-px", type=int, default=4, help="largest shift, in pixels (default 4)")
+    robust.add_argument("--jitter-count", type=int, default=4, help="number of seeded shifts (default 4)")
+    robust.add_argument(
+        "--scale",
+        dest="scales",
+        type=float,
+        action="append",
+        default=None,
+        metavar="S",
+        help="a zoom factor about the centre (repeatable; default 0.9 and 1.1)",
+    )
+    robust.add_argument("--no-scale", dest="scales", action="store_const", const=[], help="no zooms")
+    robust.add_argument(
+        "--flip", action=argparse.BooleanOptionalAction, default=True, help="include the horizontal flip"
+    )
+    robust.add_argument("--robust-seed", type=int, default=0, help="seed of the shifts (default 0)")
+    add_batch_size(p, 16)
+    add_device(p)
+    p.set_defaults(func=run, scales=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from atlas.classifier import load_classifier
+    from atlas.runtime import pick_device
+    from atlas.score import DEFAULT_SCALES, read_records, robustness_set, score_chunk, write_scores
+
+    scales = DEFAULT_SCALES if args.scales is None else tuple(args.scales)
+    transforms = robustness_set(args.jitter_px, args.jitter_count, scales, args.flip, args.robust_seed)
+    chunk = Path(args.chunk)
+    read_records(chunk)  # its errors before two classifiers are loaded
+    device = pick_device(args.device)
+    classifier = load_classifier(args.classifier, args.weights, seed=args.seed, image_size=args.image_size)
+    judge = load_classifier(args.judge, args.judge_weights, seed=args.seed)
+    classifier.to(device)
+    judge.to(device)
+    table = score_chunk(classifier, judge, chunk, transforms, args.batch_size)
+    write_scores(table, classifier, judge, transforms, Path(args.out))
+    logging.getLogger("atlas.score").info(
+        "scored %d images of %s under %s and %d transformations into %s",
+        table.num_rows,
+        chunk,
+        judge.name,
+        len(transforms),
+        args.out,
+    )
+    return 0

@@ -1,0 +1,39 @@
+"""`atlas site`: index.parquet -> the static HTML atlas (`atlas.site`)."""
+
+from __future__ import annotations
+
+import argparse
+
+# The site's thumbnail side (atlas.site.THUMB_SIZE; a test keeps the two equal without this module
+# importing the site's renderer).
+THUMB_SIZE = 128
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "site",
+        help="render the static HTML atlas of a run from its index.parquet",
+        description="Render the run's static site (index grid, one page per target, layer, pairs, summary, "
+        "provenance and download pages) from results/<run>/index.parquet into a self-contained folder "
+        "that works opened from disk and under any sub-path. Built atomically.",
+    )
+    p.add_argument("--index", required=True, metavar="FILE", help="the run's index.parquet (from `atlas index`)")
+    p.add_argument("--out", metavar="DIR", help="the site folder to (re)build; default: site/ beside the index")
+    p.add_argument(
+        "--thumb-size",
+        type=int,
+        default=THUMB_SIZE,
+        metavar="PX",
+        help=f"thumbnail side in pixels (default {THUMB_SIZE})",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from atlas.site import build_site
+
+    index = Path(args.index)
+    build_site(index, Path(args.out) if args.out else index.parent / "site", args.thumb_size)
+    return 0

@@ -1,0 +1,253 @@
+"""`atlas score`: one generation chunk's images under a judge and small transformations.
+
+Images are scored as saved (after the display mapping and 8-bit quantisation), so a score can be
+reproduced from the PNG alone. Three views of each image:
+
+- D's own (`atlas.image_scores.score`, computed by `atlas generate` for the records), plus its
+  top-5 class names;
+- an independent **judge** classifier's: the PNG's RGB is resized bilinearly to the judge's input
+  size, then normalised the judge's way (`atlas.pixels.to_input`). An image that only fools D is
+  adversarial noise; one that the judge also reads as the class carries features that transfer;
+- **robustness**: D's score after each transformation of a fixed, seeded set (`robustness_set`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from atlas.classifier import Classifier
+from atlas.errors import AtlasError
+from atlas.formatting import finite_or_none
+from atlas.image_scores import class_scores, score
+from atlas.io import read_table, write_table
+from atlas.metadata import classifier_record, software
+from atlas.pixels import load_png, to_input, to_rgb
+from atlas.schema import INDEX_SCHEMA, RECORDS, SCORE_COLUMNS, SCORES_KEY
+from atlas.targets import Target
+
+# --------------------------------------------------------------------------------------------
+# Robustness
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A small change of the saved image: a shift by (dx, dy) pixels (content moves right/down),
+    a zoom by `scale` about the centre, and/or a horizontal flip. Pixels that come in from outside
+    repeat the border ones (no black edges that D would read as a frame)."""
+
+    name: str
+    dx: int = 0
+    dy: int = 0
+    scale: float = 1.0
+    flip: bool = False
+
+    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Apply to RGB (B, 3, H, W); the result is the same size, not re-quantised."""
+        out = rgb
+        if self.dx or self.dy or self.scale != 1.0:
+            b, _, h, w = rgb.shape
+            # affine_grid maps output to input coordinates in [-1, 1] (align_corners=False): a zoom
+            # by s reads the input at x / s, a shift by d pixels reads it d pixels back (2d / W).
+            theta = torch.tensor(
+                [[1.0 / self.scale, 0.0, -2.0 * self.dx / w], [0.0, 1.0 / self.scale, -2.0 * self.dy / h]],
+                dtype=rgb.dtype,
+                device=rgb.device,
+            ).expand(b, 2, 3)
+            grid = nn.functional.affine_grid(theta, [b, 3, h, w], align_corners=False)
+            out = nn.functional.grid_sample(out, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if self.flip:
+            out = torch.flip(out, dims=(3,))
+        return out
+
+
+DEFAULT_SCALES = (0.9, 1.1)
+
+
+def robustness_set(
+    jitter_px: int = 4,
+    jitter_count: int = 4,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    flip: bool = True,
+    seed: int = 0,
+) -> tuple[Transform, ...]:
+    """The transformations robustness is measured over, in this order:
+
+    - `jitter_count` shifts, each coordinate drawn uniformly from -jitter_px..jitter_px with a
+      generator seeded by `seed` (a draw of (0, 0) is drawn again);
+    - one zoom about the centre per entry of `scales` (0.9: the image shrunk, its border repeated
+      around it; 1.1: the centre enlarged, the edges cut);
+    - the horizontal flip, when `flip`.
+
+    The embedded default: 4 shifts of up to 4 px, zooms 0.9 and 1.1, the flip (7 in all).
+    """
+    if jitter_px < 0 or jitter_count < 0 or any(not 0.25 <= s <= 4 for s in scales):
+        raise AtlasError(
+            "--jitter-px and --jitter-count must be >= 0 and --scale factors in 0.25..4; e.g. --scale 0.9 --scale 1.1"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    out: list[Transform] = []
+    while jitter_px > 0 and len(out) < jitter_count:
+        dx, dy = (int(v) for v in torch.randint(-jitter_px, jitter_px + 1, (2,), generator=gen))
+        if dx or dy:
+            out.append(Transform(name=f"shift({dx:+d},{dy:+d})", dx=dx, dy=dy))
+    out.extend(Transform(name=f"scale({s:g})", scale=float(s)) for s in scales)
+    if flip:
+        out.append(Transform(name="flip", flip=True))
+    return tuple(out)
+
+
+@dataclass
+class Robustness:
+    """Per image (B,): mean and minimum of D's target probability over the transformations, and
+    the mean target activation over them divided by the activation on the unperturbed image
+    (NaN where that is not positive, or where the set is empty)."""
+
+    prob: torch.Tensor
+    prob_min: torch.Tensor
+    activation: torch.Tensor
+
+
+@torch.no_grad()
+def robustness(
+    classifier: Classifier, targets: Sequence[Target], rgb: torch.Tensor, transforms: Sequence[Transform]
+) -> Robustness:
+    """D's scores on every transformation of each image (RGB in [0, 1], B x 3 x H x W)."""
+    n = len(targets)
+    if not transforms:
+        nan = torch.full((n,), float("nan"))
+        return Robustness(prob=nan, prob_min=nan.clone(), activation=nan.clone())
+    base = score(classifier, targets, classifier.normalise(rgb).to(classifier.device))
+    probs, acts = [], []
+    for t in transforms:
+        s = score(classifier, targets, classifier.normalise(t(rgb)).to(classifier.device))
+        probs.append(s.prob)
+        acts.append(s.activation)
+    prob = torch.stack(probs)  # (T, B)
+    act = torch.stack(acts).mean(dim=0)
+    ratio = torch.where(base.activation > 0, act / base.activation, torch.full_like(act, float("nan")))
+    return Robustness(prob=prob.mean(dim=0), prob_min=prob.min(dim=0).values, activation=ratio)
+
+
+# --------------------------------------------------------------------------------------------
+# `atlas score`: one generation chunk's images -> its scores.parquet
+
+
+def _target(row: dict[str, Any]) -> Target:
+    return Target(
+        kind=str(row["kind"]),
+        classes=tuple(row["classes"] or ()),
+        layer=row["layer"],
+        channels=tuple(row["channels"] or ()),
+    )
+
+
+def _finite(value: float) -> float | None:
+    return finite_or_none(float(value))
+
+
+def read_records(chunk: Path) -> list[dict[str, Any]]:
+    """A chunk's records (from `atlas generate`), checked for the columns scoring needs."""
+    table = read_table(
+        chunk / RECORDS,
+        "chunk records",
+        "run `atlas generate` for that chunk (snakemake reruns it)",
+        required=(
+            "method",
+            "target_id",
+            "kind",
+            "classes",
+            "layer",
+            "channels",
+            "top5",
+            "image",
+            "failed",
+            "classifier",
+        ),
+        made_by="atlas generate",
+    )
+    return table.to_pylist()
+
+
+def score_chunk(
+    classifier: Classifier,
+    judge: Classifier,
+    chunk: Path,
+    transforms: Sequence[Transform],
+    batch_size: int = 16,
+) -> pa.Table:
+    """The scores of every image of a chunk folder (from `atlas generate`), one row per record."""
+    if batch_size < 1:
+        raise AtlasError(f"--batch-size must be at least 1, got {batch_size}")
+    rows = read_records(chunk)
+    if judge.num_classes != classifier.num_classes:
+        raise AtlasError(
+            f"the judge {judge.name} has {judge.num_classes} classes and D {classifier.num_classes}: "
+            "choose a judge trained on the same classes"
+        )
+    for row in rows:
+        if row["classifier"] != classifier.name:
+            raise AtlasError(
+                f"{chunk} was generated with {row['classifier']}, not {classifier.name}: "
+                "score a chunk with the classifier that made it"
+            )
+    out: dict[str, list[object]] = {c: [] for c in SCORE_COLUMNS}
+    ok = [r for r in rows if not r["failed"]]
+    by_id: dict[str, dict[str, object]] = {}
+    for start in tqdm(range(0, len(ok), batch_size), desc=f"scoring {chunk.name}", unit="batch", disable=None):
+        batch = ok[start : start + batch_size]
+        pixels = [load_png(chunk / str(r["image"])) for r in batch]
+        if len({p.shape for p in pixels}) > 1:
+            raise AtlasError(f"{chunk} holds images of different sizes: a damaged chunk; rerun it")
+        rgb = to_rgb(torch.from_numpy(np.stack(pixels)))
+        targets = [_target(r) for r in batch]
+        with torch.no_grad():
+            logits = judge.forward(to_input(judge, rgb).to(judge.device), need_logits=True).logits
+        assert logits is not None
+        js = class_scores(logits, targets)
+        rob = robustness(classifier, targets, rgb, transforms)
+        for b, r in enumerate(batch):
+            filt = r["kind"] == "filter"
+            by_id[str(r["target_id"])] = {
+                "judge_prob": None if filt else _finite(float(js.prob[b])),
+                "judge_rank": None if filt else int(js.rank[b]),
+                "judge_top5": [int(c) for c in js.top5[b]],
+                "judge_top5_labels": [judge.class_names[int(c)] for c in js.top5[b]],
+                "robust_prob": None if filt else _finite(float(rob.prob[b])),
+                "robust_prob_min": None if filt else _finite(float(rob.prob_min[b])),
+                "robust_activation": _finite(float(rob.activation[b])),
+            }
+    for r in rows:
+        got = by_id.get(str(r["target_id"]), {})
+        out["method"].append(r["method"])
+        out["target_id"].append(r["target_id"])
+        out["d_top5_labels"].append([classifier.class_names[int(c)] for c in r["top5"] or []])
+        out["judge"].append(judge.name)
+        for c in SCORE_COLUMNS[4:]:
+            out[c].append(got.get(c))
+    schema = pa.schema([INDEX_SCHEMA.field(c) for c in SCORE_COLUMNS])
+    return pa.Table.from_pydict(out, schema=schema)
+
+
+def write_scores(
+    table: pa.Table, classifier: Classifier, judge: Classifier, transforms: Sequence[Transform], out: Path
+) -> None:
+    """Write a chunk's scores atomically, with what made them as JSON under `SCORES_KEY`."""
+    info = {
+        "classifier": classifier_record(classifier),
+        "judge": classifier_record(judge),
+        "robustness": [asdict(t) for t in transforms],
+        **software(),
+        "device": str(classifier.device),
+    }
+    table = table.replace_schema_metadata({SCORES_KEY: json.dumps(info).encode()})
+    write_table(table, out)

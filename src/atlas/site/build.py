@@ -1,0 +1,165 @@
+"""`build_site`: the whole site of an index rendered into its folder, built under a temporary name
+and renamed into place; the Jinja environment, the CSV download and the checks of the out folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from tqdm import tqdm
+
+from atlas.errors import AtlasError
+from atlas.formatting import number, percent, value
+from atlas.io import atomic_dir
+from atlas.schema import INDEX_COLUMNS
+from atlas.site import charts
+from atlas.site.images import copy_images, source
+from atlas.site.tables import (
+    COMPARISON_COLUMNS,
+    GRID_SCORES,
+    METHOD_DESCRIPTIONS,
+    comparison,
+    grid_data,
+    score_table,
+    summary,
+)
+from atlas.site.views import TargetView, inside, kind_order, load_index, method_order, slug, target_views
+
+log = logging.getLogger("atlas.site")  # one logger for the whole command, whichever module logs
+
+MARKER = ".atlas-site"  # marks a folder as a site this command may replace
+THUMB_SIZE = 128  # the thumbnails' side in pixels (atlas.cli.site keeps its own copy for --help)
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("atlas", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["fmt"] = value  # text as it is, numbers to 3 significant digits
+    env.filters["num"] = number
+    env.filters["pct"] = percent  # probabilities
+    return env
+
+
+def _csv(table: pa.Table, path: Path) -> None:
+    """The index as CSV: list columns as JSON text."""
+    cols = {}
+    for c in INDEX_COLUMNS:
+        vals = table.column(c.name).to_pylist()
+        if pa.types.is_list(c.type):
+            vals = [None if v is None else json.dumps(v, ensure_ascii=False) for v in vals]
+        cols[c.name] = vals
+    pd.DataFrame(cols).to_csv(path, index=False)
+
+
+def _check_out(index: Path, out: Path) -> None:
+    if index.resolve().is_relative_to(out.resolve()):
+        raise AtlasError(
+            f"--out {out} holds the index {index}: it would be replaced; pass a folder of its own, e.g. {index.parent / 'site'}"
+        )
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
+        raise AtlasError(f"--out {out} exists and is not an atlas site: refusing to replace it; pass a new folder")
+
+
+def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE) -> Path:
+    """Render the site of `index` (a run's index.parquet) into the folder `out`; return `out`."""
+    if not 16 <= thumb <= 1024:
+        raise AtlasError(f"--thumb-size {thumb} is out of range; use 16..1024 pixels")
+    _check_out(index, out)
+    table, provenance = load_index(index)
+    if table.num_rows == 0:
+        raise AtlasError(f"{index} has no rows: nothing to draw; run the workflow's generation first")
+    run_dir = index.parent
+    targets = target_views(table.to_pylist(), index)
+    methods = method_order(r["method"] for t in targets for r in t.rows.values())
+    method_slugs = {m: slug(m) for m in methods}
+    kinds = kind_order({t.kind for t in targets})
+    layers: dict[str, list[TargetView]] = {}
+    for t in targets:
+        if t.kind == "filter":
+            layers.setdefault(t.first["layer"] or "?", []).append(t)
+    for t in targets:  # every file is there before anything is written
+        for r in t.rows.values():
+            for rel in ([r["image"]] if not r["failed"] else []) + list(r["exemplars"] or []):
+                source(run_dir, rel, "image")
+    env = _environment()
+    common = {
+        "run_name": run_dir.name,
+        "methods": [{"name": m, "slug": method_slugs[m], "colour": charts.colour(i)} for i, m in enumerate(methods)],
+        "n_targets": len(targets),
+        "n_images": table.num_rows,
+    }
+    with atomic_dir(out) as tmp:
+        (tmp / MARKER).write_text("built by `atlas site`; the command replaces this folder as a whole\n")
+        copy_images(targets, method_slugs, run_dir, tmp, thumb)
+
+        def page(name: str, template: str, **ctx: Any) -> None:
+            inside(tmp, name).write_text(env.get_template(template).render(**common, **ctx), encoding="utf-8")
+
+        assets = resources.files("atlas") / "templates" / "static"
+        inside(tmp, "assets").mkdir()
+        for name in ("style.css", "atlas.js"):
+            inside(tmp, "assets", name).write_bytes((assets / name).read_bytes())
+        inside(tmp, "data").mkdir()
+        inside(tmp, "data", "index.js").write_text(grid_data(targets, methods, kinds), encoding="ascii")
+        page("index.html", "index.html", kinds=kinds, scores=[n for _, n in GRID_SCORES])
+        for t in tqdm(targets, desc="site pages", unit="page", mininterval=2):
+            page(
+                t.page,
+                "target.html",
+                t=t,
+                scores=score_table(t, methods),
+                present=[m for m in common["methods"] if m["name"] in t.rows],
+                loss=charts.loss_curves(
+                    {m: t.rows[m]["loss_curve"] for m in methods if m in t.rows},
+                    {m: t.rows[m]["steps"] for m in methods if m in t.rows},
+                ),
+            )
+        layer_pages: list[dict[str, Any]] = [
+            {"name": name, "page": f"layer-{slug(name)}.html", "targets": ts} for name, ts in sorted(layers.items())
+        ]
+        page("layers.html", "layers.html", layers=layer_pages)
+        for lp in layer_pages:
+            page(lp["page"], "layer.html", layer=lp)
+        page("pairs.html", "pairs.html", targets=[t for t in targets if t.kind in ("pair", "group")])
+        page(
+            "summary.html",
+            "summary.html",
+            comparison=comparison(targets, methods),
+            comparison_columns=COMPARISON_COLUMNS,
+            colours={m["name"]: m["colour"] for m in common["methods"]},
+            descriptions=METHOD_DESCRIPTIONS,
+            sections=summary(targets, methods),
+        )
+        columns = {
+            c.name: sorted({value(v) for v in table.column(c.name).to_pylist()})
+            for c in INDEX_COLUMNS
+            if c.group == "provenance"
+        }
+        page(
+            "provenance.html",
+            "provenance.html",
+            provenance=provenance,
+            provenance_json=json.dumps(provenance, indent=2, sort_keys=True, ensure_ascii=False),
+            columns=columns,
+        )
+        shutil.copyfile(index, inside(tmp, "index.parquet"))
+        _csv(table, inside(tmp, "index.csv"))
+        files = [(n, inside(tmp, n).stat().st_size) for n in ("index.parquet", "index.csv", "data/index.js")]
+        page("downloads.html", "downloads.html", files=files)
+    log.info(
+        "wrote the site of %d targets (%d images) to %s; open %s", len(targets), table.num_rows, out, out / "index.html"
+    )
+    return out
