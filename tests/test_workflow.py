@@ -398,6 +398,14 @@ def test_the_paper_config_plans_all_1000_classes_without_importing_torch(tmp_pat
             lambda c: c["dataset"].update(source="imagenet", root="no/such/folder"),
             "config: dataset.root no/such/folder is not an existing folder (dataset.source imagenet)",
         ),
+        (
+            lambda c: c.update(filters=[{"layer": "_blocks.99", "channels": [0]}]),
+            "config: filters: efficientnet-lite0 has no layer '_blocks.99'; valid layers: _blocks.0.",
+        ),
+        (
+            lambda c: c.update(filters=[{"layer": "_blocks.4", "channels": ["0-40"]}]),
+            "config: filters: channel 40 of layer _blocks.4 is out of range; efficientnet-lite0's _blocks.4 has channels 0..39",
+        ),
     ],
 )
 def test_config_errors_stop_before_any_job(

@@ -1,7 +1,9 @@
 # Helpers of the Atlas workflow: the config checks the schema cannot express, the chunk plan, and
 # the paths and arguments of every job. Evaluated for every snakemake invocation (and in every
 # cluster job), so nothing here imports torch or loads a classifier: class indices are checked
-# against ImageNet-1k's 1000 classes, layer names and channel counts by `atlas generate` itself.
+# against ImageNet-1k's 1000 classes, layer names and channel counts against the table of the
+# built-in classifiers' layers that the package ships (`atlas.layer_table`); a classifier not in
+# that table has its filters checked by `atlas generate` when it loads the model.
 
 import hashlib
 import json
@@ -13,6 +15,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from atlas.errors import AtlasError
+from atlas.layer_table import check_filter
 from atlas.methods import METHODS, settings_for
 from atlas.plan import KINDS, class_targets, filter_targets, pair_targets, plan_chunks, target_specs
 
@@ -66,6 +69,8 @@ def check_config():
     """Everything the schema cannot say, checked before any job runs."""
     try:
         targets = {kind: planned_targets(kind) for kind in KINDS}
+        for t in targets["filter"]:
+            check_filter(config["classifier"]["name"], t.layer, [t.channel])
         for method in enabled_methods():
             settings_for(method, config["methods"][method]["preset"], method_overrides(method))
     except AtlasError as exc:
