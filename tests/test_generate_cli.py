@@ -289,3 +289,31 @@ def test_one_target_that_does_not_fit_is_a_one_line_error(tmp_path, capsys, monk
     assert code == 2
     assert "does not fit in cpu's memory; lower --width or --image-size" in err.strip().splitlines()[-1]
     assert not (tmp_path / "o").exists() and not list(tmp_path.iterdir())
+
+
+def test_an_attempt_changes_that_targets_seed_alone_and_keeps_the_earlier_reasons(tmp_path, capsys) -> None:
+    args = ["--classifier", "torchvision:resnet18", "--weights", "random", "--method", "pixel"]
+    args += ["--targets", "class:1,2", "--steps", "2", "--image-size", "32"]
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert run(capsys, *args, "--out", str(first))[0] == 0
+    assert run(capsys, *args, "--attempt", "class-0002=1", "--out", str(again))[0] == 0
+    a, b = pd.read_parquet(first / "records.parquet"), pd.read_parquet(again / "records.parquet")
+    assert list(a["attempt"]) == [0, 0] and list(b["attempt"]) == [0, 1]
+    assert a["seed"][0] == b["seed"][0] and a["seed"][1] != b["seed"][1]
+    assert (first / "class-0001.png").read_bytes() == (again / "class-0001.png").read_bytes()
+    assert (first / "class-0002.png").read_bytes() != (again / "class-0002.png").read_bytes()
+    assert json.loads((again / "run.json").read_text())["attempts"] == {"class-0002": 1}
+    # A retry over an earlier failure carries its reason into earlier_attempts.
+    failed = a.copy()
+    failed.loc[1, ["failed", "reason", "image"]] = [True, "loss became nan at step 1", None]
+    failed.to_parquet(again / "records.parquet", index=False)
+    assert run(capsys, *args, "--attempt", "class-0002=1", "--out", str(again))[0] == 0
+    history = json.loads(pd.read_parquet(again / "records.parquet")["earlier_attempts"][1])
+    assert history == [{"attempt": 0, "seed": int(a["seed"][1]), "reason": "loss became nan at step 1"}]
+
+
+def test_a_malformed_attempt_is_a_one_line_error(tmp_path, capsys) -> None:
+    code, err = run(
+        capsys, "--method", "pixel", "--targets", "class:1", "--attempt", "class-0001", "--out", str(tmp_path / "o")
+    )
+    assert code == 2 and "malformed --attempt 'class-0001'" in err and err.count("\n") == 1

@@ -351,6 +351,41 @@ def test_a_failed_chunk_lets_the_others_finish_and_reruns_alone(tmp_path: Path) 
     }
 
 
+def test_a_target_whose_loss_went_nan_is_retried_by_the_next_runs_with_new_seeds(tmp_path: Path) -> None:
+    def diverging(cfg: dict[str, Any]) -> None:
+        for method in METHODS:
+            cfg["methods"][method]["enabled"] = method == "scratch"
+        cfg["methods"]["scratch"]["settings"]["lr"] = 1e20  # every attempt's loss goes NaN
+        cfg.update(classes=[0], pairs=[], filters=[], nan_attempts=2)
+        cfg["exemplars"] = {"top_k": 0}
+
+    workdir = tmp_path / "nan"
+    write_config(workdir, diverging)
+    records = workdir / "results" / RUN / "generate/scratch/class/chunk-0000/records.parquet"
+    ok(snakemake(workdir))
+    first = pd.read_parquet(records).iloc[0]
+    assert first["failed"] and first["attempt"] == 0 and json.loads(first["earlier_attempts"]) == []
+    # The next run tries it again (its chunk and what depends on it), with the next attempt's seed.
+    assert planned_jobs(ok(snakemake(workdir, "-n"))) == {
+        "generate_scratch_class_0000": 1,
+        "score": 1,
+        "collect": 1,
+        "index": 1,
+        "site": 1,
+        "all": 1,
+    }
+    ok(snakemake(workdir))
+    second = pd.read_parquet(records).iloc[0]
+    assert second["failed"] and second["attempt"] == 1 and second["seed"] != first["seed"]
+    assert json.loads(second["earlier_attempts"]) == [
+        {"attempt": 0, "seed": int(first["seed"]), "reason": first["reason"]}
+    ]
+    index = pq.read_table(workdir / "results" / RUN / "index.parquet").to_pandas()
+    assert list(index["attempt"]) == [1]
+    # Both attempts spent (nan_attempts 2): nothing more to do.
+    assert planned_jobs(ok(snakemake(workdir, "-n"))) == {}
+
+
 # --------------------------------------------------------------------------------------------
 # Planning the paper's run
 

@@ -17,8 +17,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,9 @@ class GenerateConfig:
     channels_last: str = "auto"  # auto | on | off
     compile: bool = False
     spectrum: str | None = None  # maco: an extracted dataset folder whose photos give the magnitude
+    # Target id -> attempt number (0, the first, when absent): a target whose loss went NaN is
+    # tried again with the seed of its next attempt (`Target.seed`).
+    attempts: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
@@ -85,6 +88,11 @@ class GenerateConfig:
             raise AtlasError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
         if self.channels_last not in SWITCHES:
             raise AtlasError(f"--channels-last takes {', '.join(SWITCHES)}, not {self.channels_last!r}")
+        if any(k < 0 for k in self.attempts.values()):
+            raise AtlasError("an attempt number is 0 (the first) or more; fix --attempt")
+
+    def attempt(self, target: Target) -> int:
+        return self.attempts.get(target.id, 0)
 
 
 def resolve_decoder(cfg: GenerateConfig) -> Decoder | None:
@@ -175,6 +183,7 @@ def generate(
     check_targets(targets, classifier)
     if out.exists() and any(out.iterdir()) and not (out / RECORDS).exists():
         raise AtlasError(f"output folder {out} exists and is not an Atlas output; choose an empty or new folder")
+    earlier = _earlier_attempts(out / RECORDS, cfg)
     decoder = resolve_decoder(cfg)
     magnitude = resolve_magnitude(cfg, classifier.input_size)
     runtime = resolve_runtime(cfg.precision, cfg.channels_last, cfg.compile, device)
@@ -220,6 +229,7 @@ def generate(
             done = sum(r["failed"] is False for r in rows)
             log.info("%d/%d targets done (%d ok)", len(rows), len(targets), done)
         records = pd.DataFrame(rows)
+        records["earlier_attempts"] = [json.dumps(earlier.get(str(t), [])) for t in records["target_id"]]
         failed = records[records["failed"]]
         if len(failed) and cfg.on_nan == "fail":
             first = failed.iloc[0]
@@ -232,6 +242,30 @@ def generate(
         write_text(tmp / "run.json", json.dumps(provenance, indent=2))
     log.info("wrote %d images and %s to %s", int((~records["failed"]).sum()), RECORDS, out)
     return records
+
+
+def _earlier_attempts(records: Path, cfg: GenerateConfig) -> dict[str, list[dict[str, object]]]:
+    """What the earlier attempts of the targets being tried again recorded: read from the records
+    this run replaces (the workflow keeps them while the chunk reruns). Target id -> the list of
+    {attempt, seed, reason} of every earlier attempt that failed, oldest first."""
+    if not any(cfg.attempts.values()) or not records.is_file():
+        return {}
+    try:
+        old = pd.read_parquet(records).to_dict("records")
+    except Exception:  # unreadable: the history is lost, the retry still runs
+        log.warning("cannot read %s: the earlier attempts' reasons are not carried over", records)
+        return {}
+    out: dict[str, list[dict[str, object]]] = {}
+    for row in old:
+        target, now = str(row["target_id"]), cfg.attempts.get(str(row["target_id"]), 0)
+        if now == 0:
+            continue
+        history = json.loads(row.get("earlier_attempts") or "[]")
+        before = int(row.get("attempt", 0) or 0)
+        if before < now and row["failed"]:
+            history.append({"attempt": before, "seed": int(row["seed"]), "reason": row["reason"]})
+        out[target] = history
+    return out
 
 
 def _run_chunk(
@@ -247,7 +281,7 @@ def _run_chunk(
 ) -> list[dict[str, object]]:
     """One batched optimisation of `chunk`: its PNGs into `tmp`, its records returned."""
     s = cfg.settings
-    seeds = [t.seed(cfg.seed) for t in chunk]
+    seeds = [t.seed(cfg.seed, cfg.attempt(t)) for t in chunk]
     t0 = time.perf_counter()
     param = _parameterisation(cfg, classifier, seeds, decoder, magnitude, device)
     param.prepare(runtime)
@@ -310,6 +344,7 @@ def _record(
         "steps": s.steps,
         "seed": seed,
         "run_seed": cfg.seed,
+        "attempt": cfg.attempt(t),
         "seconds": seconds,
         "chunk_size": chunk,
         "precision": runtime.precision,
@@ -349,6 +384,7 @@ def _provenance(
         "chunk_size": cfg.chunk_size,
         "targets": n,
         "on_nan": cfg.on_nan,
+        "attempts": {t: k for t, k in sorted(cfg.attempts.items()) if k},
         "runtime": runtime.as_dict(),
         "runtime_requested": {"precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile},
     }

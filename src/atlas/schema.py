@@ -91,7 +91,14 @@ INDEX_COLUMNS: tuple[Column, ...] = (
     Column("image_size", _int, "target", "the image's side in pixels (D's input size)"),
     # How it was made.
     Column("steps", _int, "generation", "optimisation steps"),
-    Column("seed", _int, "generation", "the target's own seed (derived from run_seed and the target id)"),
+    Column("seed", _int, "generation", "the target's own seed (derived from run_seed, the target id and the attempt)"),
+    Column(
+        "attempt",
+        _int,
+        "generation",
+        "which attempt made this row: 0, the first; a target whose loss went NaN is tried again by the next workflow "
+        "run with a new seed, up to nan_attempts attempts (the records keep the earlier attempts' reasons)",
+    ),
     Column("run_seed", _int, "generation", "the run's seed (config `seed`)"),
     Column("seconds", _float, "generation", "wall seconds of its chunk's optimisation, divided by the chunk's size"),
     Column("chunk_size", _int, "generation", "targets optimised together in its batch"),

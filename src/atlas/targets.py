@@ -78,10 +78,12 @@ class Target:
             return filter_id(self.layer, self.channels)
         return class_id(self.kind, self.classes)
 
-    def seed(self, base: int) -> int:
+    def seed(self, base: int, attempt: int = 0) -> int:
         """This target's own seed: a function of the run's seed and the target alone, so an image
-        does not depend on the chunk it ran in."""
-        return (int(base) * 1_000_003 + zlib.crc32(self.id.encode())) % (2**63)
+        does not depend on the chunk it ran in. `attempt` > 0 (a retry after the loss went NaN)
+        gives another seed for the same target."""
+        key = self.id if attempt == 0 else f"{self.id}#{attempt}"
+        return (int(base) * 1_000_003 + zlib.crc32(key.encode())) % (2**63)
 
     def label(self, class_names: Sequence[str]) -> str:
         if self.kind == "filter":
@@ -168,3 +170,14 @@ def check_targets(targets: Sequence[Target], classifier: _Model) -> None:
                     raise AtlasError(
                         f"channel {k} of layer {t.layer} is out of range; it has channels 0..{layers[t.layer] - 1}"
                     )
+
+
+def parse_attempts(items: Iterable[str]) -> dict[str, int]:
+    """`TARGET_ID=K` texts (the command line's `--attempt`) as {target id: attempt number}."""
+    out: dict[str, int] = {}
+    for item in items:
+        target, sep, k = item.rpartition("=")
+        if not sep or not target.strip() or not k.strip().isdigit():
+            raise AtlasError(f"malformed --attempt {item!r}; write --attempt TARGET_ID=K, e.g. --attempt class-0009=1")
+        out[target.strip()] = int(k)
+    return out

@@ -161,6 +161,40 @@ def chunk_images(chunk):
     return sorted(images) if not all(os.path.isfile(p) for p in images) else []
 
 
+def chunk_attempts(chunk):
+    """Target id -> the attempt the chunk's job runs it at, for the targets past their first.
+
+    Read from the chunk's records (kept while it reruns): a target that failed (its loss went NaN)
+    with attempts left goes to its next attempt; one that is past its first keeps its attempt.
+    These are the job's params, so a retry due changes them and reruns the chunk; once the
+    records say what the params say (or the attempts are spent) nothing changes and nothing runs.
+    """
+    records = chunk_records(chunk)
+    if not os.path.isfile(records):
+        return {}
+    try:
+        table = pq.read_table(records)
+    except Exception:  # unreadable records: the chunk's outputs rerun it anyway
+        return {}
+    if "attempt" not in table.column_names:
+        return {}
+    planned = set(chunk.ids)
+    out = {}
+    for row in table.select(["target_id", "failed", "attempt"]).to_pylist():
+        if row["target_id"] not in planned:
+            continue
+        attempt = int(row["attempt"] or 0)
+        if row["failed"] and attempt + 1 < config["nan_attempts"]:
+            attempt += 1
+        if attempt:
+            out[row["target_id"]] = attempt
+    return out
+
+
+def attempt_args(chunk):
+    return " ".join(f"--attempt {shlex.quote(f'{t}={k}')}" for t, k in sorted(chunk_attempts(chunk).items()))
+
+
 def chunk_inputs(chunk):
     inputs = {}
     if chunk.method == "pretrained":

@@ -11,7 +11,8 @@
 #
 # Only the chunk's own method's settings are in its params, so the params rerun trigger reruns
 # exactly the jobs of a method whose settings changed. A target whose loss goes NaN is recorded
-# as failed (--on-nan record) instead of failing its whole chunk.
+# as failed (--on-nan record) instead of failing its whole chunk, and the next run tries it again
+# with a new seed (--attempt, from chunk_attempts in common.smk) up to nan_attempts times.
 
 for chunk in planned_chunks():
 
@@ -41,6 +42,7 @@ for chunk in planned_chunks():
             method_args=method_args(chunk.method),
             classifier=classifier_args(),
             targets=chunk_target_args(chunk),
+            attempts=attempt_args(chunk),
             chunk_size=len(chunk.targets),
             seed=config["seed"],
             compute=compute_args(),
@@ -48,5 +50,5 @@ for chunk in planned_chunks():
             out=folder_of,
         shell:
             "OMP_NUM_THREADS={threads} atlas generate --method {params.method} {params.method_args} "
-            "{params.classifier} {params.targets} {params.decoder} --seed {params.seed} "
+            "{params.classifier} {params.targets} {params.attempts} {params.decoder} --seed {params.seed} "
             "--chunk-size {params.chunk_size} {params.compute} --on-nan record --device auto --out {params.out} > {log} 2>&1"

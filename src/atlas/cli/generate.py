@@ -50,6 +50,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         choices=("fail", "record"),
         help="a target whose loss goes NaN: fail the run (nothing written) or record it as failed",
     )
+    p.add_argument(
+        "--attempt",
+        action="append",
+        metavar="TARGET_ID=K",
+        help="try a target again with the seed of its attempt K (0: the first; the workflow retries a target "
+        "whose loss went NaN this way; repeatable)",
+    )
     speed = p.add_argument_group("speed (what is optimised stays the same)")
     speed.add_argument(
         "--precision",
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from atlas.generate import GenerateConfig, generate
     from atlas.methods import parse_overrides, settings_for
     from atlas.runtime import pick_device
-    from atlas.targets import parse_specs
+    from atlas.targets import parse_attempts, parse_specs
 
     overrides = parse_overrides(args.set or [])
     if args.steps is not None:
@@ -98,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
         compile=args.compile,
         spectrum=args.spectrum_from,
+        attempts=parse_attempts(args.attempt or []),
     )
     device = pick_device(args.device)
     classifier = load_classifier(args.classifier, args.weights, seed=args.seed, image_size=args.image_size)
