@@ -1,1 +1,12 @@
+import os
+
 from tests.slurm_cluster import slurm_cluster  # noqa: F401
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per pytest-xdist worker (there is a worker per core), for torch here and for what
+    # the tests start (`atlas` commands, snakemake's jobs), so that the workers do not oversubscribe
+    # the cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import re
 import shutil
@@ -26,11 +25,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from atlas.errors import AtlasError
-from atlas.methods import METHODS, MethodSettings
-from atlas.plan import Chunk, class_targets, filter_targets, pair_targets, parse_indices, plan_chunks
+from atlas.methods import METHODS
 from atlas.schema import check_index
-from atlas.targets import parse_specs
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
@@ -72,11 +68,15 @@ def _command(workdir: Path, *args: str) -> list[str]:
     ]
 
 
-def _env() -> dict[str, str]:
+def _env(slurm: bool = False) -> dict[str, str]:
     # The rules call the `atlas` CLI of this environment; a SLURM_* variable from an enclosing job
     # would redirect nothing here, but keep the runs independent of one.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    path = [str(Path(sys.executable).parent), env.get("PATH", "")]
+    if not slurm:
+        # An scontrol that answers at once (tests/harness/no-slurm/scontrol says why).
+        path.insert(0, str(REPO / "tests" / "harness" / "no-slurm"))
+    env["PATH"] = os.pathsep.join(path)
     return env
 
 
@@ -168,7 +168,7 @@ def test_end_to_end_writes_every_stage(tiny_run: Path) -> None:
         "index",
         "site",
         *(f"generate/{c}" for c in chunks),
-        *(f"score/{c}" for c in chunks),
+        *(f"score/{m}" for m in METHODS),
     ]
     for job in jobs:
         assert (run / "logs" / f"{job}.log").is_file(), job
@@ -193,14 +193,19 @@ def test_deleting_one_image_reruns_only_its_chunk(tiny_copy: Path) -> None:
     png.unlink()
     assert planned_jobs(ok(snakemake(tiny_copy, "-n"))) == {
         "generate_pixel_class_0000": 1,
-        "score": 1,
+        "score_pixel": 1,
         "collect": 1,
         "index": 1,
         "site": 1,
         "all": 1,
     }
+    others = {p: p.read_bytes() for p in (tiny_copy / "results" / RUN / "scores" / "pixel").glob("[fp]*/*.parquet")}
     ok(snakemake(tiny_copy))
     assert png.read_bytes() == before, "the rerun chunk must give the same image"
+    # The method's scoring job rescored that chunk alone: the others' scores are current, kept.
+    assert len(others) == 2 and all(p.read_bytes() == b for p, b in others.items())
+    log = (tiny_copy / "results" / RUN / "logs" / "score" / "pixel.log").read_text()
+    assert log.count("are current; kept") == 2 and "1 of 3 chunks scored" in log
 
 
 def test_changing_one_methods_setting_reruns_only_that_method(tiny_copy: Path) -> None:
@@ -213,7 +218,7 @@ def test_changing_one_methods_setting_reruns_only_that_method(tiny_copy: Path) -
         "generate_scratch_class_0000": 1,
         "generate_scratch_filter_0000": 1,
         "generate_scratch_pair_0000": 1,
-        "score": 3,
+        "score_scratch": 1,
         "collect": 1,
         "index": 1,
         "site": 1,
@@ -267,9 +272,10 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny_run: Path, tmp_path: P
     assert len(started) == 2, first[-3000:]
     assert not list(chunks.glob(".*")), "an interrupted chunk left its temporary folder behind"
 
-    scored = len(list((workdir / "results" / RUN / "scores").glob("pixel/class/*.parquet")))
+    # The method's one scoring job waits for both chunks, so it has not run.
+    assert not list((workdir / "results" / RUN / "scores").glob("pixel/class/*.parquet"))
     rerun = ok(snakemake(workdir, "--rerun-incomplete"))
-    assert planned_jobs(rerun) == {started[1]: 1, "score": 2 - scored, "collect": 1, "index": 1, "site": 1, "all": 1}
+    assert planned_jobs(rerun) == {started[1]: 1, "score_pixel": 1, "collect": 1, "index": 1, "site": 1, "all": 1}
     # Same bytes as an uninterrupted `atlas generate` of each class alone (chunks of one, as here).
     # Not compared with the tiny run's chunk of two: a chunk equals its singles up to float
     # rounding only, and under the random transformations Adam's sign-like first steps turn
@@ -307,204 +313,3 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny_run: Path, tmp_path: P
         )
         assert ours == (alone / f"{target}.png").read_bytes(), target
     assert len(pd.read_parquet(workdir / "results" / RUN / "records.parquet")) == 2
-
-
-def _resnet(cfg: dict[str, Any], layer: str) -> None:
-    """Pixel only, on a classifier whose layers the package does not table (so only the job that
-    loads it can know whether `layer` exists)."""
-    only_pixel(cfg)
-    cfg["classifier"] = {"name": "torchvision:resnet18", "weights": "random", "image_size": 64}
-    cfg["filters"] = [{"layer": layer, "channels": [0]}]
-
-
-def test_a_failed_chunk_lets_the_others_finish_and_reruns_alone(tmp_path: Path) -> None:
-    def broken(cfg: dict[str, Any]) -> None:
-        _resnet(cfg, "layer9")
-
-    workdir = tmp_path / "failing"
-    write_config(workdir, broken)
-    text = output(proc := snakemake(workdir, "--keep-going"))
-    assert proc.returncode != 0, text
-    run = workdir / "results" / RUN
-    assert (run / "generate/pixel/class/chunk-0000/records.parquet").is_file()
-    assert (run / "generate/pixel/pair/chunk-0000/records.parquet").is_file()
-    assert not (run / "generate/pixel/filter/chunk-0000").exists() or not any(
-        (run / "generate/pixel/filter/chunk-0000").iterdir()
-    )
-    assert "unknown layer 'layer9'" in (run / "logs/generate/pixel/filter/chunk-0000.log").read_text()
-    assert not (run / "records.parquet").exists() and not (run / "index.parquet").exists()
-
-    def fixed(cfg: dict[str, Any]) -> None:
-        _resnet(cfg, "layer1")
-
-    # The exemplars job draws the filter's exemplars too, so it failed on the same layer and reruns.
-    assert "unknown layer 'layer9'" in (run / "logs/exemplars.log").read_text()
-    write_config(workdir, fixed)
-    assert planned_jobs(ok(snakemake(workdir, "-n"))) == {
-        "generate_pixel_filter_0000": 1,
-        "exemplars": 1,
-        "score": 1,
-        "collect": 1,
-        "index": 1,
-        "site": 1,
-        "all": 1,
-    }
-
-
-def test_a_target_whose_loss_went_nan_is_retried_by_the_next_runs_with_new_seeds(tmp_path: Path) -> None:
-    def diverging(cfg: dict[str, Any]) -> None:
-        for method in METHODS:
-            cfg["methods"][method]["enabled"] = method == "scratch"
-        cfg["methods"]["scratch"]["settings"]["lr"] = 1e20  # every attempt's loss goes NaN
-        cfg.update(classes=[0], pairs=[], filters=[], nan_attempts=2)
-        cfg["exemplars"] = {"top_k": 0}
-
-    workdir = tmp_path / "nan"
-    write_config(workdir, diverging)
-    records = workdir / "results" / RUN / "generate/scratch/class/chunk-0000/records.parquet"
-    ok(snakemake(workdir))
-    first = pd.read_parquet(records).iloc[0]
-    assert first["failed"] and first["attempt"] == 0 and json.loads(first["earlier_attempts"]) == []
-    # The next run tries it again (its chunk and what depends on it), with the next attempt's seed.
-    assert planned_jobs(ok(snakemake(workdir, "-n"))) == {
-        "generate_scratch_class_0000": 1,
-        "score": 1,
-        "collect": 1,
-        "index": 1,
-        "site": 1,
-        "all": 1,
-    }
-    ok(snakemake(workdir))
-    second = pd.read_parquet(records).iloc[0]
-    assert second["failed"] and second["attempt"] == 1 and second["seed"] != first["seed"]
-    assert json.loads(second["earlier_attempts"]) == [
-        {"attempt": 0, "seed": int(first["seed"]), "reason": first["reason"]}
-    ]
-    index = pq.read_table(workdir / "results" / RUN / "index.parquet").to_pandas()
-    assert list(index["attempt"]) == [1]
-    # Both attempts spent (nan_attempts 2): nothing more to do.
-    assert planned_jobs(ok(snakemake(workdir, "-n"))) == {}
-
-
-# --------------------------------------------------------------------------------------------
-# Planning the paper's run
-
-
-def test_the_paper_config_plans_all_1000_classes_without_importing_torch(tmp_path: Path) -> None:
-    workdir = tmp_path / "vgg"
-    (workdir / "imagenet").mkdir(parents=True)
-    cfg = yaml.safe_load((REPO / "workflow" / "configs" / "imagenet-vgg16.yaml").read_text())
-    cfg["dataset"]["root"] = "imagenet"
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
-    # A `torch` that cannot be imported: planning must not load (or download) VGG-16.
-    (tmp_path / "no_torch" / "torch").mkdir(parents=True)
-    (tmp_path / "no_torch" / "torch" / "__init__.py").write_text("raise ImportError('torch imported at DAG time')\n")
-    env = _env() | {"PYTHONPATH": str(tmp_path / "no_torch")}
-    text = ok(snakemake(workdir, "-n", "-p", env=env))
-
-    targets: dict[str, list[str]] = {}
-    for method, specs in re.findall(r"atlas generate --method (\w+) (.*?) --out ", text):
-        targets.setdefault(method, []).extend(re.findall(r"--targets (\S+)", specs))
-    assert set(targets) == set(METHODS)
-    for method, specs in targets.items():
-        classes = [int(c) for s in specs if s.startswith("class:") for c in s.removeprefix("class:").split(",")]
-        assert sorted(classes) == list(range(1000)), method
-        filters = sum(len(s.split(":")[2].split(",")) for s in specs if s.startswith("filter:"))
-        assert filters == 128 + 512, method
-    jobs = planned_jobs(text)
-    chunk = cfg["methods"]["scratch"]["chunk_size"]
-    assert sum(n for rule, n in jobs.items() if rule.startswith("generate_scratch_class_")) == math.ceil(1000 / chunk)
-    assert jobs["extract"] == 1 and jobs["train_dae"] == 1
-
-
-# --------------------------------------------------------------------------------------------
-# Config errors: one clear line, before any job runs
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        (
-            lambda c: c["methods"]["scratch"].update(chunk_szie=2),
-            "config: methods.scratch: Additional properties are not allowed ('chunk_szie' was unexpected)",
-        ),
-        (lambda c: c.update(classes=[0, 1000]), "config: classes: 1000 is out of range; indices are 0..999"),
-        (
-            lambda c: c["dataset"].update(source="imagenet", root="no/such/folder"),
-            "config: dataset.root no/such/folder is not an existing folder (dataset.source imagenet)",
-        ),
-        (
-            lambda c: c.update(filters=[{"layer": "_blocks.99", "channels": [0]}]),
-            "config: filters: efficientnet-lite0 has no layer '_blocks.99'; valid layers: _blocks.0.",
-        ),
-        (
-            lambda c: c.update(filters=[{"layer": "_blocks.4", "channels": ["0-40"]}]),
-            "config: filters: channel 40 of layer _blocks.4 is out of range; efficientnet-lite0's _blocks.4 has channels 0..39",
-        ),
-    ],
-)
-def test_config_errors_stop_before_any_job(
-    tmp_path: Path, change: Callable[[dict[str, Any]], None], message: str
-) -> None:
-    write_config(tmp_path, change)
-    proc = snakemake(tmp_path, "-n")
-    text = output(proc)
-    assert proc.returncode != 0
-    line = next((ln for ln in text.splitlines() if ln.startswith("config:")), None)
-    assert line is not None and line.startswith(message), text[-3000:]
-    assert not (tmp_path / "results").exists()
-
-
-def test_lint_reports_nothing(tmp_path: Path) -> None:
-    write_config(tmp_path)
-    text = output(snakemake(tmp_path, "--lint"))
-    assert not re.findall(r"^\s+\* (.+?):?$", text, re.M), text[-4000:]
-    assert "Congratulations, your workflow is in a good condition!" in text, text[-4000:]
-
-
-# --------------------------------------------------------------------------------------------
-# The chunk plan and the schema (no snakemake)
-
-
-@pytest.mark.parametrize(
-    ("kind", "planned"),
-    [
-        ("class", class_targets([0, "5-7", 3])),
-        ("pair", pair_targets([[9, 30], [593, 611], [30, 9 + 1]])),
-        (
-            "filter",
-            filter_targets([{"layer": "_blocks.4", "channels": ["0-2"]}, {"layer": "features.26", "channels": [5]}]),
-        ),
-    ],
-)
-def test_chunk_specs_name_exactly_the_planned_targets(kind: str, planned: list[Any]) -> None:
-    chunks = plan_chunks("scratch", kind, planned, 2)
-    assert [len(c.targets) for c in chunks] == [2] * (len(planned) // 2) + [1] * (len(planned) % 2)
-    for chunk in chunks:
-        assert [t.id for t in parse_specs(chunk.specs())] == chunk.ids
-    assert [t for c in chunks for t in c.targets] == planned
-    assert isinstance(chunks[0], Chunk) and chunks[-1].name == f"chunk-{len(chunks) - 1:04d}"
-
-
-def test_class_lists_are_sorted_unique_and_checked() -> None:
-    assert parse_indices([9, "0-2", 1], "classes", 1000) == [0, 1, 2, 9]
-    for bad, message in [
-        ([1000], "out of range"),
-        (["3-1"], "runs backwards"),
-        (["x"], "malformed"),
-        ([True], "not an index"),
-    ]:
-        with pytest.raises(AtlasError, match=message):
-            parse_indices(bad, "classes", 1000)
-    with pytest.raises(AtlasError, match="listed twice"):
-        pair_targets([[1, 2], [2, 1]])
-    with pytest.raises(AtlasError, match="listed twice"):
-        filter_targets([{"layer": "a", "channels": [0]}, {"layer": "a", "channels": [1]}])
-    with pytest.raises(AtlasError, match="layer name"):
-        filter_targets([{"layer": "a;rm", "channels": [0]}])
-
-
-def test_the_schema_lists_every_method_setting() -> None:
-    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    fields = set(MethodSettings.__dataclass_fields__) - {"method"}
-    assert set(schema["$defs"]["settings"]["properties"]) == fields

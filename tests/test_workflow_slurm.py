@@ -71,7 +71,7 @@ def test_the_workflow_runs_on_slurm_with_gpus_for_generation(slurm_cluster: Slur
     proc = subprocess.run(
         cmd,
         cwd=tmp_path,
-        env=_env(),
+        env=_env(slurm=True),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -111,8 +111,8 @@ def test_the_workflow_runs_on_slurm_with_gpus_for_generation(slurm_cluster: Slur
             "exemplars",
             "generate_pixel_class_0000",
             "generate_pretrained_class_0000",
-            "score",
-            "score",
+            "score_pixel",
+            "score_pretrained",
         ]
     ), rows
     for rule, tres in by_rule:

@@ -14,6 +14,7 @@ reproduced from the PNG alone. Three views of each image:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -29,11 +31,13 @@ from atlas.classifier import Classifier
 from atlas.errors import AtlasError
 from atlas.formatting import finite_or_none
 from atlas.image_scores import class_scores, score
-from atlas.io import read_table, write_table
+from atlas.io import read_table, sha256_file, write_table
 from atlas.metadata import classifier_record, software
 from atlas.pixels import load_png, to_input, to_rgb
 from atlas.schema import INDEX_SCHEMA, RECORDS, SCORE_COLUMNS, SCORES_KEY
 from atlas.targets import Target
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------
 # Robustness
@@ -238,8 +242,65 @@ def score_chunk(
     return pa.Table.from_pydict(out, schema=schema)
 
 
+def inputs_of(
+    chunk: Path, classifier: Classifier, judge: Classifier, transforms: Sequence[Transform]
+) -> dict[str, Any]:
+    """What a chunk's scores depend on: its records (rewritten whenever the chunk is generated
+    again), D, the judge and the robustness set. Recorded with the scores; equal inputs, equal
+    scores, so a chunk whose recorded inputs are these is not scored again."""
+    return {
+        "records_sha256": sha256_file(chunk / RECORDS),
+        "classifier": classifier_record(classifier),
+        "judge": classifier_record(judge),
+        "robustness": [asdict(t) for t in transforms],
+    }
+
+
+def _recorded_inputs(out: Path) -> Any:
+    try:
+        meta = pq.read_schema(out).metadata or {}
+        return json.loads(meta[SCORES_KEY]).get("inputs")
+    except (OSError, KeyError, ValueError, pa.ArrowException):
+        return None
+
+
+def score_chunks(
+    chunks: Sequence[Path],
+    outs: Sequence[Path],
+    classifier: Classifier,
+    judge: Classifier,
+    transforms: Sequence[Transform],
+    batch_size: int = 16,
+) -> int:
+    """Score each chunk folder into its scores file (`outs[i]` for `chunks[i]`), with D and the
+    judge loaded once; a scores file already made from the same inputs (`inputs_of`) is kept.
+    Returns the number of chunks scored."""
+    if len(chunks) != len(outs):
+        raise AtlasError(f"{len(chunks)} --chunk but {len(outs)} --out: give one --out per --chunk, in the same order")
+    if len(set(outs)) != len(outs):
+        raise AtlasError("two chunks have the same --out; give each chunk a scores file of its own")
+    for chunk in chunks:
+        read_records(chunk)  # every chunk's errors before the first is scored
+    scored = 0
+    for chunk, out in zip(chunks, outs, strict=True):
+        inputs = inputs_of(chunk, classifier, judge, transforms)
+        if out.is_file() and _recorded_inputs(out) == json.loads(json.dumps(inputs)):
+            log.info("%s: its scores in %s are current; kept", chunk, out)
+            continue
+        table = score_chunk(classifier, judge, chunk, transforms, batch_size)
+        write_scores(table, classifier, judge, transforms, out, inputs)
+        log.info("scored %d images of %s into %s", table.num_rows, chunk, out)
+        scored += 1
+    return scored
+
+
 def write_scores(
-    table: pa.Table, classifier: Classifier, judge: Classifier, transforms: Sequence[Transform], out: Path
+    table: pa.Table,
+    classifier: Classifier,
+    judge: Classifier,
+    transforms: Sequence[Transform],
+    out: Path,
+    inputs: dict[str, Any] | None = None,
 ) -> None:
     """Write a chunk's scores atomically, with what made them as JSON under `SCORES_KEY`."""
     info = {
@@ -248,6 +309,7 @@ def write_scores(
         "robustness": [asdict(t) for t in transforms],
         **software(),
         "device": str(classifier.device),
+        "inputs": inputs,
     }
     table = table.replace_schema_metadata({SCORES_KEY: json.dumps(info).encode()})
     write_table(table, out)

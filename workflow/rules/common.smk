@@ -118,6 +118,17 @@ def planned_chunks():
     return chunks
 
 
+def method_chunks(method):
+    return [c for c in planned_chunks() if c.method == method]
+
+
+def score_chunk_args(method):
+    """`--chunk DIR --out FILE` for each of the method's chunks."""
+    return " ".join(
+        f"--chunk {shlex.quote(chunk_dir(c))} --out {shlex.quote(chunk_scores(c))}" for c in method_chunks(method)
+    )
+
+
 def chunk_dir(chunk):
     return f"{run_dir()}/generate/{chunk.method}/{chunk.kind}/{chunk.name}"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from atlas.cli.options import DEFAULT_JUDGE, WEIGHTS_HELP, add_batch_size, add_classifier, add_device, add_out, add_seed
+from atlas.cli.options import DEFAULT_JUDGE, WEIGHTS_HELP, add_batch_size, add_classifier, add_device, add_seed
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,8 +16,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "judge classifier's probability, rank and top-5 of the target, and D's target probability and "
         "activation under a fixed, seeded set of shifts, zooms and a flip. Writes one Parquet table.",
     )
-    p.add_argument("--chunk", required=True, metavar="DIR", help="chunk folder: records.parquet and its PNGs")
-    add_out(p, "scores Parquet file to write", metavar="FILE")
+    p.add_argument(
+        "--chunk",
+        required=True,
+        action="append",
+        metavar="DIR",
+        help="chunk folder: records.parquet and its PNGs (repeatable: D and the judge are loaded once)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        action="append",
+        metavar="FILE",
+        help="scores Parquet file to write, one per --chunk in the same order; one already made from the "
+        "same records, D, judge and robustness set is kept",
+    )
     add_classifier(p, as_generated=True)
     add_seed(p, "the run's seed (random weights are seeded with it, as in generate)")
     judge = p.add_argument_group("the judge")
@@ -55,25 +68,20 @@ def run(args: argparse.Namespace) -> int:
 
     from atlas.classifier import load_classifier
     from atlas.runtime import pick_device
-    from atlas.score import DEFAULT_SCALES, read_records, robustness_set, score_chunk, write_scores
+    from atlas.score import DEFAULT_SCALES, read_records, robustness_set, score_chunks
 
     scales = DEFAULT_SCALES if args.scales is None else tuple(args.scales)
     transforms = robustness_set(args.jitter_px, args.jitter_count, scales, args.flip, args.robust_seed)
-    chunk = Path(args.chunk)
-    read_records(chunk)  # its errors before two classifiers are loaded
+    chunks, outs = [Path(c) for c in args.chunk], [Path(o) for o in args.out]
+    for chunk in chunks:
+        read_records(chunk)  # their errors before two classifiers are loaded
     device = pick_device(args.device)
     classifier = load_classifier(args.classifier, args.weights, seed=args.seed, image_size=args.image_size)
     judge = load_classifier(args.judge, args.judge_weights, seed=args.seed)
     classifier.to(device)
     judge.to(device)
-    table = score_chunk(classifier, judge, chunk, transforms, args.batch_size)
-    write_scores(table, classifier, judge, transforms, Path(args.out))
+    scored = score_chunks(chunks, outs, classifier, judge, transforms, args.batch_size)
     logging.getLogger("atlas.score").info(
-        "scored %d images of %s under %s and %d transformations into %s",
-        table.num_rows,
-        chunk,
-        judge.name,
-        len(transforms),
-        args.out,
+        "%d of %d chunks scored under %s and %d transformations", scored, len(chunks), judge.name, len(transforms)
     )
     return 0

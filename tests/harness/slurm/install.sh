@@ -43,9 +43,11 @@ cleanup() { (( created_policy )) && rm -f "$POLICY"; return 0; }
 trap cleanup EXIT
 
 log "installing: ${missing[*]}"
-# The package lists may be empty (fresh container) or stale: update once, then install.
-apt-get update -qq >/dev/null 2>&1 || log "warning: apt-get update failed; trying the install anyway"
-if ! apt-get install -y -qq --no-install-recommends \
+# The package lists may be empty (fresh container) or stale: update once, then install. Another
+# apt run (the browser tests install Chromium, maybe at the same time in another pytest worker)
+# holds apt's lock for a while: wait for it rather than fail.
+apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null 2>&1 || log "warning: apt-get update failed; trying the install anyway"
+if ! apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
      -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
      "${missing[@]}" >/tmp/atlas-slurm-apt.log 2>&1; then
   tail -n 20 /tmp/atlas-slurm-apt.log >&2
