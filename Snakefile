@@ -3,7 +3,7 @@
 #
 #   extract -> train_dae --+                                  (only with the pretrained method)
 #                          +-> generate_<method>_<kind>_<k> (one job per chunk) -> collect --+
-#                                 +-> score (one job per chunk) ----------------------------+-> index -> site
+#                                 +-> score (one job per method) ---------------------------+-> index -> site
 #   extract -> exemplars (when exemplars.top_k > 0) ----------------------------------------+
 #
 #   snakemake --cores all                    # the embedded default (config.yaml), on one machine

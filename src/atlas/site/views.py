@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from atlas.errors import AtlasError
 from atlas.formatting import finite_or_none
+from atlas.io import read_table
 from atlas.methods import METHODS
 from atlas.schema import PROVENANCE_KEY, check_index
 
@@ -80,13 +80,7 @@ def method_order(names: Iterable[str]) -> list[str]:
 
 def load_index(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     """The index table, checked against the schema, and its provenance (empty when absent)."""
-    if not path.is_file():
-        raise AtlasError(f"index {path} does not exist; build it with `atlas index` (or run snakemake)")
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise AtlasError(f"cannot read {path} ({exc}); rebuild it with `atlas index`") from exc
-    table = check_index(table, str(path))
+    table = check_index(read_table(path, "index", "build it with `atlas index` (or run snakemake)"), str(path))
     raw = (table.schema.metadata or {}).get(PROVENANCE_KEY)
     provenance: dict[str, Any] = {}
     if raw is None:
