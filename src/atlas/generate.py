@@ -47,7 +47,7 @@ from atlas.parameterise import (
     photo_magnitude,
 )
 from atlas.pixels import dequantise, quantise
-from atlas.runtime import PRECISIONS, SWITCHES, Runtime, resolve_runtime
+from atlas.runtime import Runtime, check_runtime, resolve_runtime
 from atlas.schema import RECORDS
 from atlas.targets import Target, check_targets
 from atlas.transforms import RandomTransforms, TransformSpec
@@ -84,10 +84,7 @@ class GenerateConfig:
             raise AtlasError(f"--image-size {self.image_size} is out of range; use 32..1024 pixels")
         if self.on_nan not in ON_NAN:
             raise AtlasError(f"--on-nan takes {' or '.join(ON_NAN)}, not {self.on_nan!r}")
-        if self.precision not in PRECISIONS:
-            raise AtlasError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
-        if self.channels_last not in SWITCHES:
-            raise AtlasError(f"--channels-last takes {', '.join(SWITCHES)}, not {self.channels_last!r}")
+        check_runtime(self.precision, self.channels_last)
         if any(k < 0 for k in self.attempts.values()):
             raise AtlasError("an attempt number is 0 (the first) or more; fix --attempt")
 

@@ -60,12 +60,17 @@ class Runtime:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
-def resolve_runtime(precision: str, channels_last: str, compile: bool, device: torch.device) -> Runtime:
-    """Resolve the `auto`s for `device`; refuse what the device cannot do."""
+def check_runtime(precision: str, channels_last: str) -> None:
+    """The requested precision and layout are ones `resolve_runtime` knows (checked before any work)."""
     if precision not in PRECISIONS:
         raise AtlasError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if channels_last not in SWITCHES:
         raise AtlasError(f"channels-last takes {', '.join(SWITCHES)}, not {channels_last!r}")
+
+
+def resolve_runtime(precision: str, channels_last: str, compile: bool, device: torch.device) -> Runtime:
+    """Resolve the `auto`s for `device`; refuse what the device cannot do."""
+    check_runtime(precision, channels_last)
     cuda = device.type == "cuda"
     bf16_ok = cuda and torch.cuda.is_bf16_supported()
     if precision == "auto":
