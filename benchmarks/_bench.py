@@ -18,7 +18,11 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from atlas import allocator
 from atlas.io import write_text
+
+# As `atlas` sets it before any stage runs, so that a benchmark measures what the jobs run.
+allocator.tune()
 
 # TFLOP/s, dense (NVIDIA datasheets). fp32 is the plain (non-tensor-core) rate; "tf32" the
 # tensor-core rate that cuDNN uses for fp32 convolutions by default.

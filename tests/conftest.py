@@ -1,5 +1,7 @@
 import os
 
+from atlas import allocator
+
 from tests.slurm_cluster import slurm_cluster  # noqa: F401
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -10,3 +12,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+# As `atlas` sets it: the tests that optimise in this process run as the commands do.
+allocator.tune()

@@ -1,4 +1,5 @@
-"""The shipped layer table is the models' own, and the workflow's planning uses it."""
+"""The shipped tables are the models' own: the layer table (the workflow's planning uses it) and the
+ImageNet class names."""
 
 from __future__ import annotations
 
@@ -36,3 +37,21 @@ def test_the_table_needs_no_torch() -> None:
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
         == "False"
     )
+
+
+def test_the_class_names_are_torchvisions_and_need_no_torchvision() -> None:
+    import subprocess
+    import sys
+
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    from atlas.classifier import imagenet_class_names
+
+    assert imagenet_class_names() == list(_IMAGENET_CATEGORIES)
+    # Loading an embedded classifier (each generation and score job does) imports no torchvision.
+    code = (
+        "import sys; from atlas.classifier import load_classifier; c = load_classifier('efficientnet-lite0', 'random'); "
+        "print(c.class_names[593], 'torchvision' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "harmonica False"

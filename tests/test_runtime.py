@@ -14,6 +14,7 @@ trajectories part as those of a chunk and its singles do (docs/design.md, "A chu
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,23 @@ def test_the_flags_reach_run_json_and_the_records(tmp_path, capsys) -> None:
 
     row = pd.read_parquet(tmp_path / "set" / "records.parquet").iloc[0]
     assert row["precision"] == "bf16" and bool(row["channels_last"]) and not bool(row["compiled"])
+
+
+def test_the_allocator_settings_change_where_memory_comes_from_not_the_images(tmp_path, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    from atlas import allocator
+
+    assert allocator.tune()  # glibc, as on every machine this runs on
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert not allocator.tune()  # the user's own allocator settings stand
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+
+    def run(out: Path, **env: str) -> bytes:
+        cmd = [sys.executable, "-m", "atlas.cli", "generate", "--method", "scratch", "--width", "0.0625"]
+        cmd += ["--weights", "random", "--targets", "class:1,2", "--steps", "3", "--out", str(out)]
+        subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, **env})
+        return b"".join((out / f"class-000{k}.png").read_bytes() for k in (1, 2))
+
+    assert run(tmp_path / "tuned") == run(tmp_path / "default", MALLOC_ARENA_MAX="4")

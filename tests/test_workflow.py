@@ -143,6 +143,9 @@ def test_end_to_end_writes_every_stage(tiny_run: Path) -> None:
     for image in records["image"]:
         assert (run / image).is_file() and image.startswith("generate/")
     assert set(records["steps"]) == {3}
+    # Scratch optimises one target at a time (its batch_size), the others a job's chunk as one batch.
+    batches = records.groupby("method")["chunk_size"].max()
+    assert batches["scratch"] == 1 and batches["pixel"] == 2
     # The index: one row per record, checked against the schema, every image scored.
     index = check_index(pq.read_table(run / "index.parquet")).to_pandas()
     assert list(index["target_id"]) == list(records["target_id"]) and list(index["method"]) == list(records["method"])

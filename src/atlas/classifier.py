@@ -18,6 +18,7 @@ space"), so G never needs mean/std;
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import io
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -43,10 +44,14 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet-1k class names in the standard order (torchvision's list)."""
-    from torchvision.models._meta import _IMAGENET_CATEGORIES
-
-    return list(_IMAGENET_CATEGORIES)
+    """The 1000 ImageNet-1k class names in the standard order: torchvision's list, shipped as
+    atlas/imagenet_classes.txt (a test checks it against torchvision's) so that loading an
+    embedded classifier does not import torchvision (about 1.7 CPU-s a process)."""
+    text = importlib.resources.files("atlas").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
+    names = text.splitlines()
+    if len(names) != 1000:
+        raise AtlasError("atlas/imagenet_classes.txt is damaged (need 1000 class names): reinstall atlas")
+    return names
 
 
 class _StopForward(Exception):

@@ -118,6 +118,12 @@ def planned_chunks():
     return chunks
 
 
+def batch_size(chunk):
+    """Targets `atlas generate` optimises at once: the method's batch_size, at most the chunk."""
+    size = config["methods"][chunk.method]["batch_size"]
+    return len(chunk.targets) if size is None else min(size, len(chunk.targets))
+
+
 def method_chunks(method):
     return [c for c in planned_chunks() if c.method == method]
 

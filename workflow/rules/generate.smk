@@ -43,7 +43,7 @@ for chunk in planned_chunks():
             classifier=classifier_args(),
             targets=chunk_target_args(chunk),
             attempts=attempt_args(chunk),
-            chunk_size=len(chunk.targets),
+            batch_size=batch_size(chunk),
             seed=config["seed"],
             compute=compute_args(),
             decoder=decoder_arg,
@@ -51,4 +51,4 @@ for chunk in planned_chunks():
         shell:
             "OMP_NUM_THREADS={threads} atlas generate --method {params.method} {params.method_args} "
             "{params.classifier} {params.targets} {params.attempts} {params.decoder} --seed {params.seed} "
-            "--chunk-size {params.chunk_size} {params.compute} --on-nan record --device auto --out {params.out} > {log} 2>&1"
+            "--chunk-size {params.batch_size} {params.compute} --on-nan record --device auto --out {params.out} > {log} 2>&1"

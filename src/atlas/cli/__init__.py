@@ -20,7 +20,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from atlas import __version__
+from atlas import __version__, allocator
 from atlas.errors import AtlasError
 
 # The subcommands' modules, in the order `atlas --help` lists them (the pipeline's order).
@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    allocator.tune()  # before any stage allocates: see atlas.allocator
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
