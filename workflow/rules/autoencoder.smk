@@ -17,6 +17,9 @@ rule train_dae:
         f"{run_dir()}/logs/train_dae.log",
     benchmark:
         f"{run_dir()}/benchmarks/train_dae.tsv"
+    # The longest chain of jobs (extract, train_dae, the pretrained method's chunks) starts first,
+    # so that the pretrained chunks do not run alone at the end.
+    priority: 1
     conda:
         "../envs/atlas.yaml"
     threads: 1  # as the generation jobs (generate.smk), which run beside it

@@ -10,6 +10,7 @@ rule extract:
         f"{run_dir()}/logs/extract.log",
     benchmark:
         f"{run_dir()}/benchmarks/extract.tsv"
+    priority: 1  # the start of the longest chain of jobs (autoencoder.smk)
     conda:
         "../envs/atlas.yaml"
     params:
