@@ -165,7 +165,8 @@ def test_g_stays_fp32_under_bf16_and_channels_last_renders_the_scratch_g_the_sam
 
 
 def test_auto_resolves_per_device(monkeypatch) -> None:
-    assert resolve_runtime("auto", "auto", False, CPU) == Runtime("fp32", False, False)
+    assert resolve_runtime("auto", "auto", False, CPU) == Runtime("fp32", True, False)
+    assert resolve_runtime("auto", "off", False, CPU) == Runtime("fp32", False, False)
     assert resolve_runtime("bf16", "on", True, CPU) == Runtime("bf16", True, True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_runtime("auto", "auto", False, torch.device("cuda")) == Runtime("bf16", True, False)
@@ -196,7 +197,7 @@ def test_the_flags_reach_run_json_and_the_records(tmp_path, capsys) -> None:
     assert main([*common, "--precision", "bf16", "--channels-last", "on", "--out", str(tmp_path / "set")]) == 0
     capsys.readouterr()
     auto = json.loads((tmp_path / "auto" / "run.json").read_text())
-    assert auto["runtime"] == {"precision": "fp32", "channels_last": False, "compile": False}
+    assert auto["runtime"] == {"precision": "fp32", "channels_last": True, "compile": False}
     assert auto["runtime_requested"] == {"precision": "auto", "channels_last": "auto", "compile": False}
     chosen = json.loads((tmp_path / "set" / "run.json").read_text())
     assert chosen["runtime"] == {"precision": "bf16", "channels_last": True, "compile": False}

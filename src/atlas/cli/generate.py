@@ -68,7 +68,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--channels-last",
         default="auto",
         metavar="{auto,on,off}",
-        help="NHWC memory layout of G and D: auto (on with CUDA, off on CPU), on or off",
+        help="NHWC memory layout of G and D: auto (on, on a GPU and a CPU), on or off",
     )
     speed.add_argument(
         "--compile",
