@@ -1,7 +1,6 @@
 import os
 
 from atlas import allocator
-
 from tests.slurm_cluster import slurm_cluster  # noqa: F401
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
