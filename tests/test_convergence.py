@@ -1,7 +1,7 @@
 """On the embedded classifier (real ImageNet weights): the methods really reach their targets.
 
 Budgets (stated, shorter than the defaults to keep the suite short on 2 CPU cores):
-scratch: width 0.25, 150 steps (default 500), without the transformations; pixel: 100 steps
+scratch: width 0.25, 200 steps (default 500), without the transformations; pixel: 100 steps
 (default 200); fourier and maco
 (its magnitude the 1/f law, no photos): 50 steps (default 100), every method under its random
 transformations;
@@ -12,10 +12,21 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from atlas.cli import main
 
 CLASSES = "class:285,967"  # Egyptian cat, espresso
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread, as the suite's workers and the workflow's jobs run: a trajectory's rounding, and
+    so where a short run ends, depends on the thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize(
@@ -23,7 +34,9 @@ CLASSES = "class:285,967"  # Egyptian cat, espresso
     [
         # Without the transformations: under them the scratch G needs more than 150 steps (measured:
         # p = 0.002 for 285 and 0.45 for 967 at step 150), as the embedded default's figures show.
-        ("scratch", ["--width", "0.25", "--steps", "150", "--set", "transforms=false"]),
+        # 200 steps: at 150, one seed in two left one of the two classes below 0.5 (rank 1 all the
+        # same), in either layout; at 200, seeds 0-2 pass in channels-last (967: 0.60, 0.72, 0.98).
+        ("scratch", ["--width", "0.25", "--steps", "200", "--set", "transforms=false"]),
         ("pixel", ["--steps", "100"]),
         ("fourier", ["--steps", "50"]),
         ("maco", ["--steps", "50"]),
