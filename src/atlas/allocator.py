@@ -1,5 +1,5 @@
 """glibc's memory allocator, set up for optimisation loops on the CPU (docs/benchmarks.md, "Process
-start-up and the allocator").
+start-up, the allocator and the layout").
 
 By default glibc serves every allocation above a threshold (128 KiB at first, raised as blocks are
 freed, never above 32 MiB) with a fresh `mmap` and hands it back to the kernel when it is freed.

@@ -10,7 +10,7 @@ None of these changes what is optimised; they change how fast and with which rou
   the CPU path bitwise reproducible).
 - `channels_last`: `on`/`off`/`auto` (auto: on, on a GPU and on a CPU: cuDNN's and oneDNN's
   convolutions both run faster on NHWC; on this project's CPU 8-35 % less time per step, the
-  scratch method's most, docs/benchmarks.md "Process start-up and the allocator").
+  scratch method's most, docs/benchmarks.md "Process start-up, the allocator and the layout").
 - `compile`: `torch.compile` of G and of D (D only for targets that need no layer hooks: a
   filter target's hooks would recompile it every step). An explicit opt-in on every device: it
   costs a compilation of tens of seconds to minutes per job.
