@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 from PIL import Image, ImageDraw
 
+from atlas import allocator
 from atlas.classifier import load_classifier
 from atlas.generate import GenerateConfig, generate
 from atlas.image_scores import class_scores
@@ -155,6 +156,7 @@ def contact_sheet(
 
 
 def main(argv: list[str] | None = None) -> int:
+    allocator.tune()  # as `atlas` does: the same allocator settings as the workflow's jobs
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args = parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
