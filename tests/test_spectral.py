@@ -45,7 +45,9 @@ def test_colour_decorrelation_inverts_and_matches_lucid() -> None:
 def test_the_power_law_and_frequencies() -> None:
     f = spectrum_frequencies(SIZE, SIZE)
     assert f.shape == (SIZE, SIZE // 2 + 1)
-    assert f[0, 0] == 0 and f[0, 1] == 1 / SIZE and f[1, 0] == 1 / SIZE and f[SIZE // 2, SIZE // 2] == math.sqrt(0.5)
+    assert f[0, 0] == 0 and f[0, 1] == 1 / SIZE and f[1, 0] == 1 / SIZE
+    # torch's vectorised sqrt may round the last bit differently from math.sqrt on some CPUs
+    assert float(f[SIZE // 2, SIZE // 2]) == pytest.approx(math.sqrt(0.5), rel=1e-15)
     scale = power_law(SIZE, SIZE)
     assert scale[0, 0] == SIZE and scale[0, 1] == SIZE and scale[0, 2] == SIZE / 2  # 1 / max(f, 1/8)
 
