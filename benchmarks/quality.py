@@ -71,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--fold-bn", default="auto", choices=("auto", "on", "off"), help="as `atlas generate --fold-bn`")
     p.add_argument("--out", default=None, metavar="DIR", help="keep images, sheet and results here")
     p.add_argument("--verbose", action="store_true", help="also print every image's scores")
     return p.parse_args(argv)
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             chunk_size=args.chunk_size,
             on_nan="record",
+            fold_bn=args.fold_bn,
             decoder=args.decoder if m == "pretrained" else None,
             spectrum=args.spectrum_from if m == "maco" else None,
         )

@@ -194,13 +194,19 @@ def test_the_flags_reach_run_json_and_the_records(tmp_path, capsys) -> None:
         "32",
     ]
     assert main([*common, "--out", str(tmp_path / "auto")]) == 0
-    assert main([*common, "--precision", "bf16", "--channels-last", "on", "--out", str(tmp_path / "set")]) == 0
+    set_flags = ["--precision", "bf16", "--channels-last", "on", "--fold-bn", "off"]
+    assert main([*common, *set_flags, "--out", str(tmp_path / "set")]) == 0
     capsys.readouterr()
     auto = json.loads((tmp_path / "auto" / "run.json").read_text())
-    assert auto["runtime"] == {"precision": "fp32", "channels_last": True, "compile": False}
-    assert auto["runtime_requested"] == {"precision": "auto", "channels_last": "auto", "compile": False}
+    assert auto["runtime"] == {"precision": "fp32", "channels_last": True, "compile": False, "fold_bn": True}
+    assert auto["runtime_requested"] == {
+        "precision": "auto",
+        "channels_last": "auto",
+        "compile": False,
+        "fold_bn": "auto",
+    }
     chosen = json.loads((tmp_path / "set" / "run.json").read_text())
-    assert chosen["runtime"] == {"precision": "bf16", "channels_last": True, "compile": False}
+    assert chosen["runtime"] == {"precision": "bf16", "channels_last": True, "compile": False, "fold_bn": False}
     import pandas as pd
 
     row = pd.read_parquet(tmp_path / "set" / "records.parquet").iloc[0]

@@ -162,7 +162,9 @@ def test_end_to_end_writes_every_stage(tiny_run: Path) -> None:
     assert (site / "index.html").is_file() and (site / "index.parquet").is_file()
     assert {f"{t}.html" for t in records["target_id"]} <= {p.name for p in site.glob("*.html")}
     # One log and one benchmark per job, none empty; the decoder the pretrained method used.
-    chunks = [f"{m}/{k}/chunk-0000" for m in METHODS for k in ("class", "filter", "pair")]
+    chunks = [
+        f"{m}/{k}" for m in METHODS for k in ("class/chunk-0000", "filter/_blocks.4-chunk-0000", "pair/chunk-0000")
+    ]
     jobs = [
         "extract",
         "train_dae",
@@ -219,7 +221,7 @@ def test_changing_one_methods_setting_reruns_only_that_method(tiny_copy: Path) -
     jobs = planned_jobs(ok(snakemake(tiny_copy, "-n")))
     assert jobs == {
         "generate_scratch_class_0000": 1,
-        "generate_scratch_filter_0000": 1,
+        "generate_scratch_filter__blocks_4_0000": 1,
         "generate_scratch_pair_0000": 1,
         "score_scratch": 1,
         "collect": 1,

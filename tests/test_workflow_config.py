@@ -52,10 +52,10 @@ def test_a_failed_chunk_lets_the_others_finish_and_reruns_alone(tmp_path: Path) 
     run = workdir / "results" / RUN
     assert (run / "generate/pixel/class/chunk-0000/records.parquet").is_file()
     assert (run / "generate/pixel/pair/chunk-0000/records.parquet").is_file()
-    assert not (run / "generate/pixel/filter/chunk-0000").exists() or not any(
-        (run / "generate/pixel/filter/chunk-0000").iterdir()
+    assert not (run / "generate/pixel/filter/layer9-chunk-0000").exists() or not any(
+        (run / "generate/pixel/filter/layer9-chunk-0000").iterdir()
     )
-    assert "unknown layer 'layer9'" in (run / "logs/generate/pixel/filter/chunk-0000.log").read_text()
+    assert "unknown layer 'layer9'" in (run / "logs/generate/pixel/filter/layer9-chunk-0000.log").read_text()
     assert not (run / "records.parquet").exists() and not (run / "index.parquet").exists()
 
     def fixed(cfg: dict[str, Any]) -> None:
@@ -65,7 +65,7 @@ def test_a_failed_chunk_lets_the_others_finish_and_reruns_alone(tmp_path: Path) 
     assert "unknown layer 'layer9'" in (run / "logs/exemplars.log").read_text()
     write_config(workdir, fixed)
     assert planned_jobs(ok(snakemake(workdir, "-n"))) == {
-        "generate_pixel_filter_0000": 1,
+        "generate_pixel_filter_layer1_0000": 1,
         "exemplars": 1,
         "score_pixel": 1,
         "collect": 1,
@@ -184,6 +184,10 @@ def test_each_shipped_config_sets_every_key_the_embedded_default_sets(name: str)
             lambda c: c.update(filters=[{"layer": "_blocks.4", "channels": ["0-40"]}]),
             "config: filters: channel 40 of layer _blocks.4 is out of range; efficientnet-lite0's _blocks.4 has channels 0..39",
         ),
+        (
+            lambda c: c["methods"]["scratch"].update(classes=["5-2"]),
+            "config: methods.scratch.classes: range '5-2' runs backwards; write it as \"2-5\"",
+        ),
     ],
 )
 def test_config_errors_stop_before_any_job(
@@ -210,23 +214,100 @@ def test_lint_reports_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "planned"),
+    ("kind", "planned", "sizes", "names"),
     [
-        ("class", class_targets([0, "5-7", 3])),
-        ("pair", pair_targets([[9, 30], [593, 611], [30, 9 + 1]])),
+        (
+            "class",
+            class_targets([0, "5-7", 3]),
+            [1, 1, 1, 2],
+            ["chunk-0000", "chunk-0001", "chunk-0002", "chunk-0003"],
+        ),
+        (
+            "pair",
+            pair_targets([[9, 30], [593, 611], [30, 9 + 1]]),
+            [1, 1, 1],
+            ["chunk-0004", "chunk-0005", "chunk-0296"],
+        ),
         (
             "filter",
             filter_targets([{"layer": "_blocks.4", "channels": ["0-2"]}, {"layer": "features.26", "channels": [5]}]),
+            [2, 1, 1],
+            ["_blocks.4-chunk-0000", "_blocks.4-chunk-0001", "features.26-chunk-0002"],
         ),
     ],
 )
-def test_chunk_specs_name_exactly_the_planned_targets(kind: str, planned: list[Any]) -> None:
+def test_chunks_are_bins_of_indices_and_their_specs_name_exactly_their_targets(
+    kind: str, planned: list[Any], sizes: list[int], names: list[str]
+) -> None:
     chunks = plan_chunks("scratch", kind, planned, 2)
-    assert [len(c.targets) for c in chunks] == [2] * (len(planned) // 2) + [1] * (len(planned) % 2)
+    assert [len(c.targets) for c in chunks] == sizes and [c.name for c in chunks] == names
     for chunk in chunks:
-        assert [t.id for t in parse_specs(chunk.specs())] == chunk.ids
-    assert [t for c in chunks for t in c.targets] == planned
-    assert isinstance(chunks[0], Chunk) and chunks[-1].name == f"chunk-{len(chunks) - 1:04d}"
+        assert isinstance(chunk, Chunk) and [t.id for t in parse_specs(chunk.specs())] == chunk.ids
+    assert sorted(t.id for c in chunks for t in c.targets) == sorted(t.id for t in planned)
+    # Job names are identifiers: a filter chunk's layer with its dots written as _.
+    assert chunks[-1].key == {"class": "0003", "pair": "0296", "filter": "features_26_0002"}[kind]
+
+
+@pytest.mark.parametrize("added", [0, 500, 999])
+def test_adding_a_target_changes_its_own_chunk_and_no_other(added: int) -> None:
+    before = plan_chunks("fourier", "class", class_targets([c for c in range(1000) if c != added]), 50)
+    after = plan_chunks("fourier", "class", class_targets(list(range(1000))), 50)
+    changed = {c.name for c in after} - {c.name for c in before} | {
+        a.name for a in after for b in before if a.name == b.name and a.targets != b.targets
+    }
+    assert changed == {f"chunk-{added // 50:04d}"}
+    assert all(len(c.targets) <= 50 for c in after) and len(after) == 20
+
+
+def test_a_method_can_draw_its_own_classes(tmp_path: Path) -> None:
+    """methods.<m>.classes: scratch on a spread of its own, the others on the run's classes; the
+    exemplars cover every class that any method draws."""
+
+    def change(cfg: dict[str, Any]) -> None:
+        for method in METHODS:
+            cfg["methods"][method]["enabled"] = method in ("scratch", "fourier")
+        cfg["methods"]["scratch"].update(classes=[9, 500], chunk_size=1000)
+        cfg.update(classes=["0-3"], pairs=[], filters=[])
+
+    write_config(tmp_path, change)
+    text = ok(snakemake(tmp_path, "-n", "-p"))
+    commands = _generate_commands(text)
+    assert sorted(commands) == ["generate_fourier_class_0000", "generate_scratch_class_0000"]
+    assert "--targets class:9,500 " in commands["generate_scratch_class_0000"]
+    assert "--targets class:0,1,2,3 " in commands["generate_fourier_class_0000"]
+    exemplars = re.search(r"atlas exemplars .*", text)
+    assert exemplars and "--targets class:0,1,2,3,9,500 " in exemplars.group(0)
+
+
+def _generate_commands(text: str) -> dict[str, str]:
+    """A dry run's (`-n -p`) generation jobs: job name -> its `atlas generate` command."""
+    jobs = re.findall(r"^rule (generate_\w+):\n(?:.*\n)*?Shell command: (.*)$", text, re.M)
+    return dict(jobs)
+
+
+def test_a_class_added_in_the_middle_plans_one_new_chunk_per_method(tmp_path: Path) -> None:
+    """Two dry runs, with class 50 left out and added: the jobs whose commands differ are one chunk
+    per method, the one holding class 50; every later chunk is planned exactly as before."""
+
+    def classes(listed: list[int]) -> Callable[[dict[str, Any]], None]:
+        def change(cfg: dict[str, Any]) -> None:
+            for method in METHODS:
+                cfg["methods"][method]["enabled"] = method in ("fourier", "maco")
+                cfg["methods"][method]["chunk_size"] = 10
+            cfg.update(classes=listed, pairs=[], filters=[])
+            cfg["exemplars"] = {"top_k": 0}
+
+        return change
+
+    plans = []
+    for listed in ([c for c in range(100) if c != 50], list(range(100))):
+        workdir = tmp_path / f"plan{len(listed)}"
+        write_config(workdir, classes(listed))
+        plans.append(_generate_commands(ok(snakemake(workdir, "-n", "-p"))))
+    before, after = plans
+    assert len(before) == len(after) == 20, after.keys()
+    changed = sorted(job for job in after if before.get(job) != after[job])
+    assert changed == ["generate_fourier_class_0005", "generate_maco_class_0005"]
 
 
 def test_class_lists_are_sorted_unique_and_checked() -> None:

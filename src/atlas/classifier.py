@@ -21,7 +21,7 @@ import contextlib
 import importlib.resources
 import io
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from atlas.errors import AtlasError
+from atlas.fold import fold_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,16 @@ class Classifier:
         self.model.to(device)
         return self
 
-    def prepare(self, channels_last: bool, compile: bool) -> Classifier:
+    def prepare(
+        self, channels_last: bool, compile: bool, fold_bn: bool = False, keep: Collection[str] = ()
+    ) -> Classifier:
         """Memory layout of D's weights (in place) and, with `compile`, a compiled D for the passes
-        that need no layer hooks (a hook would recompile it at every step)."""
+        that need no layer hooks (a hook would recompile it at every step). With `fold_bn`, D's
+        BatchNorm layers are first folded into the convolutions before them (`atlas.fold`), except
+        the convolutions named in `keep` (the layers that will be hooked)."""
+        if fold_bn:
+            folded = fold_batchnorm(self.model, self.input_size, keep)
+            log.info("%s: %d BatchNorm layers folded into their convolutions", self.name, folded)
         self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # type: ignore[call-overload]  # torch accepts it; its stubs do not list it
         self._compiled = torch.compile(self.model) if compile else None
         return self
@@ -135,10 +143,14 @@ class Classifier:
             self._layers = _probe_layers(self.model, self.input_size)
         return self._layers
 
-    def forward(self, x: torch.Tensor, layers: Sequence[str] = (), need_logits: bool = True) -> Activations:
-        """Run D on `x` (D's input space, any size: resized bilinearly to D's input size), capturing
-        `layers`. Without `need_logits`, the pass stops right after the last requested layer."""
-        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+    def forward(
+        self, x: torch.Tensor, layers: Sequence[str] = (), need_logits: bool = True, native: bool = False
+    ) -> Activations:
+        """Run D on `x` (D's input space, any size: resized bilinearly to D's input size, or with
+        `native` run at its own size, as a convolutional network with a global pool can be),
+        capturing `layers`. Without `need_logits`, the pass stops right after the last requested
+        layer."""
+        if not native and (x.shape[-1] != self.input_size or x.shape[-2] != self.input_size):
             x = nn.functional.interpolate(
                 x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
             )

@@ -72,6 +72,7 @@ class GenerateConfig:
     precision: str = "auto"  # auto | fp32 | bf16
     channels_last: str = "auto"  # auto | on | off
     compile: bool = False
+    fold_bn: str = "auto"  # auto | on | off: D's BatchNorm folded into its convolutions (auto: on)
     spectrum: str | None = None  # maco: an extracted dataset folder whose photos give the magnitude
     # Target id -> attempt number (0, the first, when absent): a target whose loss went NaN is
     # tried again with the seed of its next attempt (`Target.seed`).
@@ -84,7 +85,7 @@ class GenerateConfig:
             raise AtlasError(f"--image-size {self.image_size} is out of range; use 32..1024 pixels")
         if self.on_nan not in ON_NAN:
             raise AtlasError(f"--on-nan takes {' or '.join(ON_NAN)}, not {self.on_nan!r}")
-        check_runtime(self.precision, self.channels_last)
+        check_runtime(self.precision, self.channels_last, self.fold_bn)
         if any(k < 0 for k in self.attempts.values()):
             raise AtlasError("an attempt number is 0 (the first) or more; fix --attempt")
 
@@ -183,8 +184,9 @@ def generate(
     earlier = _earlier_attempts(out / RECORDS, cfg)
     decoder = resolve_decoder(cfg)
     magnitude = resolve_magnitude(cfg, classifier.input_size)
-    runtime = resolve_runtime(cfg.precision, cfg.channels_last, cfg.compile, device)
-    classifier.to(device).prepare(runtime.channels_last, runtime.compile)
+    runtime = resolve_runtime(cfg.precision, cfg.channels_last, cfg.compile, device, cfg.fold_bn)
+    hooked = {t.layer for t in targets if t.layer is not None}
+    classifier.to(device).prepare(runtime.channels_last, runtime.compile, runtime.fold_bn, keep=hooked)
     log.info("runtime on %s: %s", device, runtime.as_dict())
     s = cfg.settings
     rows: list[dict[str, object]] = []
@@ -383,5 +385,10 @@ def _provenance(
         "on_nan": cfg.on_nan,
         "attempts": {t: k for t, k in sorted(cfg.attempts.items()) if k},
         "runtime": runtime.as_dict(),
-        "runtime_requested": {"precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile},
+        "runtime_requested": {
+            "precision": cfg.precision,
+            "channels_last": cfg.channels_last,
+            "compile": cfg.compile,
+            "fold_bn": cfg.fold_bn,
+        },
     }

@@ -37,6 +37,10 @@ Fields (all methods):
                    autoencoder's encoders end, alpha started from N(0, 1) per target
   rotate           largest rotation of the transformations, degrees
   decay            fourier, maco: exponent of the 1/f^decay spectrum (maco: only without photos)
+  coarse_size      coarse-to-fine: D's input side, px, during the first `coarse_fraction` of the
+                   steps (D runs at that size natively; 0: never); the image itself and the last
+                   steps stay at D's own size
+  coarse_fraction  the share of the steps run at `coarse_size`, 0..1
 """
 
 from __future__ import annotations
@@ -92,6 +96,8 @@ class MethodSettings:
     code_norm: bool = False
     rotate: float = 5.0
     decay: float = 1.0
+    coarse_size: int = 0
+    coarse_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -117,9 +123,21 @@ class MethodSettings:
             raise AtlasError(f"rotate is the largest rotation in degrees, 0..45; got {self.rotate}")
         if not (0 <= self.decay <= 4 and math.isfinite(self.decay)):
             raise AtlasError(f"decay is the spectrum's power-law exponent, 0..4; got {self.decay}")
+        if self.coarse_size != 0 and not 32 <= self.coarse_size <= 1024:
+            raise AtlasError(
+                f"coarse_size is D's input side during the coarse steps, 32..1024 px or 0 (off); got {self.coarse_size}"
+            )
+        if not 0 <= self.coarse_fraction <= 1:
+            raise AtlasError(f"coarse_fraction is a share of the steps, 0..1; got {self.coarse_fraction}")
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def coarse_steps(self, size: int) -> int:
+        """How many of the first steps D sees the images at `coarse_size` instead of `size`."""
+        if self.coarse_size == 0 or self.coarse_size >= size:
+            return 0
+        return round(self.coarse_fraction * self.steps)
 
     def snapshot_steps(self) -> list[int]:
         """The (1-based) steps after which a snapshot is rendered, oldest first."""

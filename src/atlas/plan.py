@@ -39,17 +39,29 @@ class PlannedTarget:
 
 @dataclass(frozen=True)
 class Chunk:
-    """One generation job: `targets` of one kind, optimised by one method as one batch."""
+    """One generation job: `targets` of one kind, optimised by one method as one batch.
+
+    `index` is the chunk's bin (see `plan_chunks`); a filter chunk also names its `layer`."""
 
     method: str
     kind: str
     index: int
     targets: tuple[PlannedTarget, ...]
+    layer: str | None = None
 
     @property
     def name(self) -> str:
-        """The chunk's folder name under generate/<method>/<kind>/."""
-        return f"chunk-{self.index:04d}"
+        """The chunk's folder name under generate/<method>/<kind>/: chunk-NNNN, or for filters
+        <layer>-chunk-NNNN."""
+        bin_name = f"chunk-{self.index:04d}"
+        return bin_name if self.layer is None else f"{self.layer}-{bin_name}"
+
+    @property
+    def key(self) -> str:
+        """The chunk as a part of a job's name: NNNN, or for filters <layer>_NNNN with every
+        character of the layer other than letters, digits and _ written as _."""
+        index = f"{self.index:04d}"
+        return index if self.layer is None else re.sub(r"[^A-Za-z0-9_]", "_", self.layer) + "_" + index
 
     @property
     def ids(self) -> list[str]:
@@ -98,10 +110,10 @@ def parse_indices(items: Iterable[int | str], what: str, limit: int | None) -> l
     return sorted(out)
 
 
-def class_targets(classes: Iterable[int | str]) -> list[PlannedTarget]:
+def class_targets(classes: Iterable[int | str], what: str = "classes") -> list[PlannedTarget]:
     return [
         PlannedTarget(id=class_id("class", (c,)), kind="class", classes=(c,))
-        for c in parse_indices(classes, "classes", NUM_CLASSES)
+        for c in parse_indices(classes, what, NUM_CLASSES)
     ]
 
 
@@ -140,11 +152,30 @@ def filter_targets(filters: Sequence[dict[str, object]]) -> list[PlannedTarget]:
     return out
 
 
+def chunk_bin(target: PlannedTarget, chunk_size: int) -> tuple[str | None, int]:
+    """The chunk a target belongs to, from the target alone: a class's index // chunk_size; a
+    pair's by its smaller class the same way; a filter's channel // chunk_size within its layer."""
+    if target.kind == "filter":
+        assert target.channel is not None
+        return target.layer, target.channel // chunk_size
+    return None, min(target.classes) // chunk_size
+
+
 def plan_chunks(method: str, kind: str, targets: Sequence[PlannedTarget], chunk_size: int) -> list[Chunk]:
-    """Split `targets` into consecutive chunks of at most `chunk_size`."""
+    """Group `targets` into stable chunks: bins of `chunk_size` consecutive indices (`chunk_bin`).
+
+    A chunk holds at most `chunk_size` targets, and which chunk a target is in depends on its own
+    index only, so adding or removing a target changes its own chunk and no other: a rerun
+    redoes that one job per method. (Sparse targets make small chunks: 13 classes spread over
+    0..999 in bins of 8 are 12 chunks; a sparse config sets a larger chunk_size.) Chunks are in
+    index order; filter chunks by layer in the order the layers are listed, then by index; the
+    targets of a chunk keep their order in `targets`.
+    """
     if chunk_size < 1:
         raise AtlasError(f"methods.{method}.chunk_size must be at least 1, got {chunk_size}")
-    return [
-        Chunk(method=method, kind=kind, index=i // chunk_size, targets=tuple(targets[i : i + chunk_size]))
-        for i in range(0, len(targets), chunk_size)
-    ]
+    bins: dict[tuple[str | None, int], list[PlannedTarget]] = {}
+    for t in targets:
+        bins.setdefault(chunk_bin(t, chunk_size), []).append(t)
+    layer_order = {layer: i for i, layer in enumerate(dict.fromkeys(t.layer for t in targets))}
+    keys = sorted(bins, key=lambda k: (layer_order[k[0]], k[1]))
+    return [Chunk(method=method, kind=kind, index=i, targets=tuple(bins[(layer, i)]), layer=layer) for layer, i in keys]

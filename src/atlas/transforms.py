@@ -76,8 +76,9 @@ class RandomTransforms:
         """The next step's transformations, (B, 6) float64 rows (see `_COLUMNS`)."""
         return self.draws.next()
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return apply(x, self.next_params(), self.spec, self.fill)
+    def __call__(self, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """The next step's transformed images, sampled at `size` px (default: x's own)."""
+        return apply(x, self.next_params(), self.spec, self.fill, size)
 
 
 def theta(params: torch.Tensor, spec: TransformSpec, size: int) -> torch.Tensor:
@@ -97,13 +98,17 @@ def theta(params: torch.Tensor, spec: TransformSpec, size: int) -> torch.Tensor:
     return torch.cat([lin, shift[:, :, None]], dim=2)
 
 
-def apply(x: torch.Tensor, params: torch.Tensor, spec: TransformSpec, fill: torch.Tensor) -> torch.Tensor:
+def apply(
+    x: torch.Tensor, params: torch.Tensor, spec: TransformSpec, fill: torch.Tensor, size: int | None = None
+) -> torch.Tensor:
     """Images `x` (B, C, H, W, square) under the transformations `params` (B, 6), as one
-    `affine_grid` + `grid_sample` (bilinear); what falls outside the image is `fill` (1, C, 1, 1)."""
+    `affine_grid` + `grid_sample` (bilinear) onto a `size` x `size` grid (default H: the same frame
+    at another resolution otherwise); what falls outside the image is `fill` (1, C, 1, 1)."""
     b, c, h, w = x.shape
     if h != w:
         raise ValueError(f"the transformations need square images, got {h} x {w}")
     mat = theta(params, spec, h).to(device=x.device, dtype=x.dtype)
-    grid = F.affine_grid(mat, [b, c, h, w], align_corners=False)
+    out = size or h
+    grid = F.affine_grid(mat, [b, c, out, out], align_corners=False)
     fill = fill.to(device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill

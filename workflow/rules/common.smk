@@ -57,8 +57,16 @@ def method_overrides(method):
     return out
 
 
-def planned_targets(kind):
+def planned_targets(kind, method=None):
+    """The targets of `kind` that `method` draws (None: every enabled method's, together)."""
     if kind == "class":
+        if method is not None and config["methods"][method]["classes"] is not None:
+            return class_targets(config["methods"][method]["classes"], f"methods.{method}.classes")
+        if method is None:
+            listed = list(config["classes"])
+            for m in enabled_methods():
+                listed += config["methods"][m]["classes"] or []
+            return class_targets(listed)
         return class_targets(config["classes"])
     if kind == "pair":
         return pair_targets(config["pairs"])
@@ -68,6 +76,8 @@ def planned_targets(kind):
 def check_config():
     """Everything the schema cannot say, checked before any job runs."""
     try:
+        for method in enabled_methods():
+            planned_targets("class", method)  # each method's own class list, named in its errors
         targets = {kind: planned_targets(kind) for kind in KINDS}
         for t in targets["filter"]:
             check_filter(config["classifier"]["name"], t.layer, [t.channel])
@@ -114,7 +124,7 @@ def planned_chunks():
     for method in enabled_methods():
         size = config["methods"][method]["chunk_size"]
         for kind in KINDS:
-            chunks.extend(plan_chunks(method, kind, planned_targets(kind), size))
+            chunks.extend(plan_chunks(method, kind, planned_targets(kind, method), size))
     return chunks
 
 
@@ -149,7 +159,7 @@ def chunk_records(chunk):
 
 
 def chunk_job_name(chunk):
-    return f"generate_{chunk.method}_{chunk.kind}_{chunk.index:04d}"
+    return f"generate_{chunk.method}_{chunk.kind}_{chunk.key}"
 
 
 def chunk_images(chunk):
@@ -319,7 +329,7 @@ def method_args(method):
 def compute_args():
     """How the generation jobs run (config `compute`): --precision, --channels-last, --compile."""
     c = config["compute"]
-    flags = f"--precision {c['precision']} --channels-last {c['channels_last']}"
+    flags = f"--precision {c['precision']} --channels-last {c['channels_last']} --fold-bn {c['fold_bn']}"
     return flags + (" --compile" if c["compile"] else "")
 
 
