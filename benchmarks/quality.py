@@ -14,6 +14,14 @@ independent judge (EfficientNet-Lite2 by default), as `atlas score` does. Prints
     judge p    the judge's mean probability of the target class
     labels     the number of distinct judge top-1 labels (1: the same picture for every class)
     s/img      wall seconds per image (generation only)
+    CPU-s/img  CPU seconds (user + sys of this process) per image, generation only
+    CPU-s/top5 CPU seconds per image the judge puts in its top 5: the price of a readable image
+
+`--variant LABEL=METHOD,KEY=VALUE,...` adds a row for a method under other settings (any method
+setting, or `fold_bn=on|off`), so old and new settings are measured in one run, e.g.
+
+    uv run python benchmarks/quality.py --methods "" --classes spread \
+        --variant old=fourier,fold_bn=off --variant new=fourier,coarse_size=160,coarse_fraction=0.75
 
 and a contact sheet (OUT/sheet.png: a row per method, a column per class, the judge's top-1 under
 each image) to look at. `--classes dev` is the development set the defaults were chosen on;
@@ -46,6 +54,8 @@ from atlas.targets import Target
 
 # Chosen for variety (animals, objects, food, scenes) and kept apart from config.yaml's 13 classes.
 DEV_CLASSES = (1, 22, 130, 207, 285, 340, 409, 430, 812, 948, 954, 980)
+# 40 classes spread over the 1000, every 25th from 12 (the speed settings were measured here).
+SPREAD_CLASSES = tuple(range(12, 1000, 25))
 # config.yaml's classes: the paper's figure classes that are ImageNet-1k classes.
 CONFIG_CLASSES = (0, 9, 30, 304, 470, 516, 520, 593, 611, 621, 655, 668, 676)
 
@@ -55,7 +65,7 @@ log = logging.getLogger("benchmarks.quality")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (default: all)")
-    p.add_argument("--classes", default="dev", help="dev, config, or comma-separated class indices")
+    p.add_argument("--classes", default="dev", help="dev, config, spread, or comma-separated class indices")
     p.add_argument("--preset", default="default", choices=("default", "paper"))
     p.add_argument(
         "--set",
@@ -74,6 +84,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fold-bn", default="auto", choices=("auto", "on", "off"), help="as `atlas generate --fold-bn`")
     p.add_argument("--out", default=None, metavar="DIR", help="keep images, sheet and results here")
     p.add_argument("--verbose", action="store_true", help="also print every image's scores")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=METHOD,KEY=VALUE,...",
+        help="one more row: METHOD under these settings (method settings or fold_bn=on|off); repeatable",
+    )
     return p.parse_args(argv)
 
 
@@ -82,6 +99,8 @@ def class_list(text: str) -> tuple[int, ...]:
         return DEV_CLASSES
     if text == "config":
         return CONFIG_CLASSES
+    if text == "spread":
+        return SPREAD_CLASSES
     return tuple(int(c) for c in text.split(","))
 
 
@@ -121,7 +140,25 @@ def judge_rows(classifier, judge, records: pd.DataFrame, folder: Path) -> list[d
     return rows
 
 
-def summarise(method: str, rows: list[dict[str, object]], n: int, seconds: float) -> dict[str, object]:
+def parse_variant(text: str) -> tuple[str, str, dict[str, str], str]:
+    """LABEL=METHOD,KEY=VALUE,... -> (label, method, setting overrides, fold_bn)."""
+    label, sep, rest = text.partition("=")
+    method, *pairs = rest.split(",")
+    if not sep or not label or method not in METHODS:
+        raise SystemExit(f"malformed --variant {text!r}; write LABEL=METHOD,KEY=VALUE,... with METHOD one of {METHODS}")
+    sets = {}
+    for pair in pairs:
+        key, sep2, value = pair.partition("=")
+        if not sep2:
+            raise SystemExit(f"malformed --variant {text!r}: {pair!r} is not KEY=VALUE")
+        sets[key] = value
+    return label, method, {k: v for k, v in sets.items() if k != "fold_bn"}, sets.get("fold_bn", "auto")
+
+
+def summarise(
+    method: str, rows: list[dict[str, object]], n: int, seconds: float, cpu: float = float("nan")
+) -> dict[str, object]:
+    top5 = sum(int(r["judge_rank"]) <= 5 for r in rows)  # type: ignore[call-overload]
     return {
         "method": method,
         "images": n,
@@ -131,6 +168,8 @@ def summarise(method: str, rows: list[dict[str, object]], n: int, seconds: float
         "judge_prob": float(np.mean([float(r["judge_prob"]) for r in rows])) if rows else float("nan"),  # type: ignore[arg-type]
         "labels": len({r["judge_top1"] for r in rows}),
         "seconds_per_image": seconds / max(n, 1),
+        "cpu_seconds_per_image": cpu / max(n, 1),
+        "cpu_seconds_per_top5": cpu / top5 if top5 else float("nan"),
     }
 
 
@@ -167,29 +206,31 @@ def main(argv: list[str] | None = None) -> int:
     classes = class_list(args.classes)
     sets = overrides(args.set, methods)
     device = torch.device(args.device)
-    classifier = load_classifier(args.classifier, "default", seed=args.seed)
     judge = load_classifier(args.judge, "default", seed=args.seed).to(device)
     targets = [Target("class", (c,)) for c in classes]
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="atlas-quality-"))
     results: dict[str, list[dict[str, object]]] = {}
     table = []
-    for m in methods:
-        settings = settings_for(m, args.preset, sets[m])
+    runs = [(m, m, sets[m], args.fold_bn) for m in methods] + [parse_variant(v) for v in args.variant]
+    for label, m, changes, fold_bn in runs:
+        settings = settings_for(m, args.preset, changes)
         cfg = GenerateConfig(
             settings=settings,
             seed=args.seed,
             chunk_size=args.chunk_size,
             on_nan="record",
-            fold_bn=args.fold_bn,
+            fold_bn=fold_bn,
             decoder=args.decoder if m == "pretrained" else None,
             spectrum=args.spectrum_from if m == "maco" else None,
         )
-        t0 = time.perf_counter()
-        records = generate(classifier, targets, cfg, out / m, device)
-        seconds = time.perf_counter() - t0
-        rows = judge_rows(classifier, judge, records, out / m)
-        results[m] = rows
-        table.append(summarise(m, rows, len(targets), seconds))
+        # A fresh D for each row: folding changes the classifier in place.
+        classifier = load_classifier(args.classifier, "default", seed=args.seed)
+        t0, c0 = time.perf_counter(), time.process_time()
+        records = generate(classifier, targets, cfg, out / label, device)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        rows = judge_rows(classifier, judge, records, out / label)
+        results[label] = rows
+        table.append(summarise(label, rows, len(targets), seconds, cpu))
         if args.verbose:
             for r in rows:
                 print(
@@ -201,11 +242,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.classifier} (D) and {args.judge} (judge), {n} classes ({args.classes}), preset {args.preset}, "
         f"seed {args.seed}, {torch.get_num_threads()} threads; images and sheet in {out}"
     )
-    print(f"{'method':<11}{'D>0.5':>7}{'top-1':>7}{'top-5':>7}{'judge p':>9}{'labels':>8}{'s/img':>8}")
+    print(
+        f"{'method':<11}{'D>0.5':>7}{'top-1':>7}{'top-5':>7}{'judge p':>9}{'labels':>8}{'s/img':>8}"
+        f"{'CPU-s/img':>11}{'CPU-s/top5':>12}"
+    )
     for t in table:
         print(
             f"{t['method']:<11}{t['d_over_half']:>4}/{n:<2}{t['judge_top1']:>4}/{n:<2}{t['judge_top5']:>4}/{n:<2}"
             f"{t['judge_prob']:>9.3f}{t['labels']:>8}{t['seconds_per_image']:>8.1f}"
+            f"{t['cpu_seconds_per_image']:>11.2f}{t['cpu_seconds_per_top5']:>12.2f}"
         )
     contact_sheet(results, classes, out / "sheet.png")
     write_text(out / "quality.json", json.dumps({"args": vars(args), "table": table, "images": results}, indent=2))

@@ -187,6 +187,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=PRECISIONS)
     ap.add_argument("--channels-last", default="auto", choices=SWITCHES)
+    ap.add_argument("--fold-bn", default="auto", choices=SWITCHES, help="as `atlas generate --fold-bn`")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument(
         "--cudnn-benchmark",
@@ -204,10 +205,10 @@ def main() -> None:
     )
     args = ap.parse_args()
     device = pick_device(args.device)
-    runtime = resolve_runtime(args.precision, args.channels_last, args.compile, device)
+    runtime = resolve_runtime(args.precision, args.channels_last, args.compile, device, args.fold_bn)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     clf = load_classifier(args.classifier, args.weights, image_size=args.image_size).to(device)
-    clf.prepare(runtime.channels_last, runtime.compile)
+    clf.prepare(runtime.channels_last, runtime.compile, runtime.fold_bn)
     chunks = [int(c) for c in args.chunks.split(",")]
 
     peak, peak_src = args.peak_tflops, "--peak-tflops"
