@@ -279,3 +279,44 @@ def test_the_normalised_code_has_the_encoders_statistics_whatever_alpha() -> Non
     paper = PretrainedG(settings_for("pretrained", "paper"), [1, 2], dec, CPU)
     assert torch.equal(paper.alpha.detach(), torch.ones(2, 3200))
     assert torch.equal(paper.code(noise=False).detach(), paper.alpha.detach())
+
+
+@pytest.mark.parametrize("transforms", [True, False])
+def test_coarse_steps_run_d_at_the_coarse_size_then_at_its_own(transforms: bool) -> None:
+    """coarse_size 16 for half of 4 steps: D's passes see 16 px twice, then its own 32 px; the
+    image stays 32 px, and the coarse steps' gradients reach it."""
+    clf = tiny_classifier(size=32)
+    seen: list[tuple[int, bool]] = []
+    forward = clf.forward
+
+    def record(x: torch.Tensor, layers=(), need_logits: bool = True, native: bool = False):  # noqa: ANN001, ANN202
+        seen.append((x.shape[-1], native))
+        return forward(x, layers=layers, need_logits=need_logits, native=native)
+
+    clf.forward = record  # type: ignore[method-assign]
+    s = settings_for(
+        "fourier",
+        overrides={"steps": "4", "coarse_size": "16", "coarse_fraction": "0.5", "transforms": str(transforms)},
+    )
+    param = FourierImage(s, [1, 2], clf.input_size, clf.normalise, CPU)
+    objs = [target_objective(t, s.penalty, s.target_relu) for t in TARGETS[:2]]
+    tf = random_transforms(s, clf, [1, 2], CPU)
+    start = param.render().clone()
+    two = replace(s, steps=2)  # the coarse steps alone
+    optimise(clf, objs, param, two, transforms=tf)
+    assert (param.render() - start).abs().amax(dim=(1, 2, 3)).min() > 1e-3
+    seen.clear()
+    result = optimise(clf, objs, param, s, transforms=tf)
+    assert seen == [(16, True), (16, True), (32, False), (32, False)]
+    assert result.images.shape == (2, 3, 32, 32) and torch.isfinite(result.loss).all()
+
+
+def test_coarse_settings_are_checked() -> None:
+    assert settings_for("fourier", overrides={"coarse_size": "160", "coarse_fraction": "0.75"}).coarse_steps(224) == 75
+    assert settings_for("fourier", overrides={"coarse_size": "224", "coarse_fraction": "0.75"}).coarse_steps(224) == 0
+    from atlas.errors import AtlasError
+
+    with pytest.raises(AtlasError, match="coarse_size"):
+        settings_for("fourier", overrides={"coarse_size": "4"})
+    with pytest.raises(AtlasError, match="coarse_fraction"):
+        settings_for("fourier", overrides={"coarse_fraction": "1.5"})

@@ -123,9 +123,9 @@ class MethodSettings:
             raise AtlasError(f"rotate is the largest rotation in degrees, 0..45; got {self.rotate}")
         if not (0 <= self.decay <= 4 and math.isfinite(self.decay)):
             raise AtlasError(f"decay is the spectrum's power-law exponent, 0..4; got {self.decay}")
-        if self.coarse_size != 0 and not 32 <= self.coarse_size <= 1024:
+        if self.coarse_size != 0 and not 8 <= self.coarse_size <= 1024:
             raise AtlasError(
-                f"coarse_size is D's input side during the coarse steps, 32..1024 px or 0 (off); got {self.coarse_size}"
+                f"coarse_size is D's input side during the coarse steps, 8..1024 px or 0 (off); got {self.coarse_size}"
             )
         if not 0 <= self.coarse_fraction <= 1:
             raise AtlasError(f"coarse_fraction is a share of the steps, 0..1; got {self.coarse_fraction}")
