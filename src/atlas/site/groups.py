@@ -10,7 +10,6 @@ classes. For any other classifier the classes are grouped by first letter alone.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
