@@ -1,5 +1,11 @@
-"""Synthetic atlas indexes (tiny PNGs + a table that passes `check_index`) for the site's tests
-and benchmark: no classifier, no generation; the scores are made-up numbers."""
+"""Synthetic atlas indexes (PNGs + a table that passes `check_index`) for the site's tests and
+benchmark: no classifier, no generation; the scores are made-up numbers.
+
+The images are flat colours with one white pixel (`style="flat"`, small files for the tests), or
+like real ones in size on disk (`style="noisy"`): a generated image is a 1/f colour field (the
+spectrum of natural images, which the methods' images imitate) under per-pixel colour noise of
+standard deviation 0.05 (13 of 255 levels), as optimised pixels carry; an exemplar, a photo, is a
+smoother field (1/f^1.5) without that noise."""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
@@ -17,11 +24,30 @@ from atlas.schema import INDEX_SCHEMA, PROVENANCE_KEY, check_index
 METHODS = ("scratch", "pretrained", "pixel")
 
 
-def _png(path: Path, size: int, seed: int) -> str:
-    rng = random.Random(seed)
+NOISE = 0.05  # the noisy images' per-pixel noise, in [0, 1] units
+
+
+def field(size: int, seed: int, alpha: float = 1.0, noise: float = NOISE) -> Image.Image:
+    """A colour field with a 1/f^alpha spectrum (each channel of std 0.18 around grey) plus
+    Gaussian per-pixel noise of std `noise`: `style="noisy"`'s images."""
+    rng = np.random.default_rng(seed)
+    f = np.hypot(np.fft.fftfreq(size)[:, None], np.fft.fftfreq(size)[None, :])
+    f[0, 0] = 1.0
+    spectrum = (rng.normal(size=(3, size, size)) + 1j * rng.normal(size=(3, size, size))) / f**alpha
+    x = np.real(np.fft.ifft2(spectrum))
+    x = (x - x.mean(axis=(1, 2), keepdims=True)) / x.std(axis=(1, 2), keepdims=True)
+    x = x.transpose(1, 2, 0) * 0.18 + 0.5 + rng.normal(size=(size, size, 3)) * noise
+    return Image.fromarray(np.round(np.clip(x, 0, 1) * 255).astype(np.uint8))
+
+
+def _png(path: Path, size: int, seed: int, style: str = "flat", photo: bool = False) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))
-    im.putpixel((0, 0), (255, 255, 255))
+    if style == "noisy":
+        im = field(size, seed, alpha=1.5, noise=0.0) if photo else field(size, seed)
+    else:
+        rng = random.Random(seed)
+        im = Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))
+        im.putpixel((0, 0), (255, 255, 255))
     im.save(path, format="PNG")
     return path.as_posix()
 
@@ -84,12 +110,15 @@ def synthetic_index(
     n_exemplars: int = 2,
     size: int = 16,
     overrides: Mapping[tuple[str, str], Mapping[str, object]] | None = None,
+    classes: Sequence[int] | None = None,
+    style: str = "flat",
 ) -> Path:
     """Write run_dir/index.parquet and its images; return the index path.
 
     `failed`: (method, target_id) pairs recorded as failed (no image). `filters`: layer -> channels.
     `overrides`: (method, target_id) -> column values that replace the made-up ones (set last,
-    after a failed row's), for tests that need known scores.
+    after a failed row's), for tests that need known scores. `classes`: the class indices (default
+    0 .. n_classes - 1). `style`: "flat" or "noisy" images (see the module's docstring).
     """
     labels = labels or {}
     filters = {"features.3": 2} if filters is None else filters
@@ -97,16 +126,17 @@ def synthetic_index(
     rows = []
     bad = set(failed)
     exemplar_paths = {}
-    for c in range(n_classes):
+    class_list = list(range(n_classes)) if classes is None else list(classes)
+    for c in class_list:
         exemplar_paths[c] = [
-            _png(run_dir / "data" / "images" / f"{c:04d}_{k}.png", size, 10_000 + c * 10 + k)[
+            _png(run_dir / "data" / "images" / f"{c:04d}_{k}.png", size, 10_000 + c * 10 + k, style, photo=True)[
                 len(run_dir.as_posix()) + 1 :
             ]
             for k in range(n_exemplars)
         ]
     for m_i, method in enumerate(methods):
         targets: list[tuple[str, str, str, dict[str, object]]] = []
-        for c in range(n_classes):
+        for c in class_list:
             ex = exemplar_paths[c]
             targets.append(
                 (
@@ -163,13 +193,13 @@ def synthetic_index(
                 )
             else:
                 rel = f"generate/{method}/{kind}/chunk-0000/{tid}.png"
-                _png(run_dir / rel, size, m_i * 100_000 + j)
+                _png(run_dir / rel, size, m_i * 100_000 + j, style)
                 row["image"] = rel
             row.update((overrides or {}).get((method, tid), {}))
             rows.append(row)
     provenance = {
         "format": "atlas-index/1",
-        "config": {"run": run_dir.name, "classes": f"0-{n_classes - 1}"},
+        "config": {"run": run_dir.name, "classes": f"{class_list[0]}-{class_list[-1]}" if class_list else ""},
         "config_sha256": "ef" * 32,
         "versions": {"atlas": "0.1.0", "python": "3.12"},
         "git_commit": "0" * 40,

@@ -211,7 +211,7 @@ def test_the_checks_catch_a_broken_page(browser: webdriver.Chrome, site: Path) -
 
 def test_every_page_loads_cleanly_from_disk(browser: webdriver.Chrome, site: Path) -> None:
     pages = sorted(p for p in site.glob("*.html") if p.name != "broken-control.html")
-    assert len(pages) == 14
+    assert len(pages) == 17
     images = 0
     for page in pages:
         problems, undecoded, n = _visit(browser, page.as_uri())
@@ -221,8 +221,9 @@ def test_every_page_loads_cleanly_from_disk(browser: webdriver.Chrome, site: Pat
         with pytest.raises(NoAlertPresentException):
             browser.switch_to.alert  # noqa: B018 - the class name's <script> must not have run
     # The grid's 20 thumbnails; the target pages' 28 images (4 classes x 3 methods - 1 failed + 4 x 2
-    # exemplars, 3 for the pair, 2 filters x 3); the pairs (3) and layer (6) pages' thumbnails.
-    assert images == 20 + 28 + 3 + 6
+    # exemplars, 3 for the pair, 2 filters x 3); the pairs (3) and layer (6) pages' thumbnails; the
+    # class images of the failures page and of the one group's page (11 each).
+    assert images == 20 + 28 + 3 + 6 + 11 + 11
 
 
 def test_grid_search_narrows_and_a_click_reaches_the_class(
@@ -301,4 +302,20 @@ def test_grid_search_narrows_and_a_click_reaches_the_class(
     WebDriverWait(browser, 10).until(lambda d: d.current_url.split("#")[0].endswith("/class-0001.html"))
     assert browser.find_element(By.TAG_NAME, "h1").text == EVIL
     problems, undecoded, _ = _visit(browser, browser.current_url)
+    assert not problems and not undecoded
+
+
+def test_a_group_in_the_address_narrows_the_grid(browser: webdriver.Chrome, site: Path) -> None:
+    text = (site / "data" / "index.js").read_text(encoding="ascii")
+    data = json.loads(text[len("window.ATLAS_INDEX=") : -2])
+    assert len(data["group_slugs"]) == 1  # the synthetic labels are not ImageNet's: one letter group
+    _visit(browser, (site / "index.html").as_uri() + "#group=" + data["group_slugs"][0])
+    # The group's classes (4 x 3 methods) and the pair of two of them (3); no filter.
+    cards = browser.find_elements(By.CSS_SELECTOR, "#grid .card")
+    assert len(cards) == 15
+    assert not any("filter-" in c.get_attribute("href") for c in cards)
+    Select(browser.find_element(By.ID, "group")).select_by_visible_text("all")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#grid .card")) == 21
+    assert "#group=" not in browser.current_url
+    problems, undecoded, _ = _visit(browser, (site / "failures.html").as_uri())
     assert not problems and not undecoded

@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "site",
         help="render the static HTML atlas of a run from its index.parquet",
         description="Render the run's static site (index grid, one page per target, layer, pairs, summary, "
-        "provenance and download pages) from results/<run>/index.parquet into a self-contained folder "
+        "provenance, download, group and failure pages) from results/<run>/index.parquet into a self-contained folder "
         "that works opened from disk and under any sub-path. Built atomically.",
     )
     p.add_argument("--index", required=True, metavar="FILE", help="the run's index.parquet (from `atlas index`)")
@@ -26,6 +26,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="PX",
         help=f"thumbnail side in pixels (default {THUMB_SIZE})",
     )
+    p.add_argument(
+        "--png",
+        action="store_true",
+        help="carry the exact PNGs (and the exemplars' originals) in the site, under png/; by default the site "
+        "shows JPEG copies and links the PNGs in the run folder, which a copy of the site alone lacks",
+    )
     p.set_defaults(func=run)
 
 
@@ -35,5 +41,5 @@ def run(args: argparse.Namespace) -> int:
     from atlas.site import build_site
 
     index = Path(args.index)
-    build_site(index, Path(args.out) if args.out else index.parent / "site", args.thumb_size)
+    build_site(index, Path(args.out) if args.out else index.parent / "site", args.thumb_size, png=args.png)
     return 0

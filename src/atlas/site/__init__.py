@@ -1,12 +1,14 @@
 """`atlas site`: the static HTML atlas of a run, rendered from its index.parquet with Jinja2.
 
-The site is one self-contained folder (publish it alone, open it from disk, serve it under any
-sub-path): every link is relative, nothing is loaded from outside, and the images are in it.
+The site is one folder (publish it alone, open it from disk, serve it under any sub-path): every
+link is relative and nothing is loaded from outside. It shows the images as JPEG; the exact PNGs
+are linked in the run folder, or carried in the site's png/ with `--png`.
 
-    index.html                 grid of every image (vanilla JS over data/index.js): filter, search, sort
+    index.html                 grid of every image (vanilla JS over data/index.js): group, filter, search, sort
     <target id>.html           one page per target: the methods side by side, exemplars, scores, loss
+    groups.html, groups-<group>.html, failures.html
     layers.html, layer-<layer>.html, pairs.html, summary.html, provenance.html, downloads.html
-    images/<method>/<target id>.png, thumbs/<method>/<target id>.jpg, exemplars/<hash>.<ext>
+    images/<method>/<target id>.jpg, thumbs/<method>/<target id>.jpg, exemplars/<hash>.jpg, [png/]
     data/index.js              the grid's data, one compact table (window.ATLAS_INDEX = {...})
     assets/                    style.css, atlas.js
     index.parquet, index.csv   the index for download
@@ -15,8 +17,9 @@ File names come from target ids, layer names and method names only (made file-na
 `slug`), never from labels. The folder is built under a temporary name and renamed into place.
 
 The modules, one job each: `views` (the index read and grouped into one view per target, file
-names), `images` (full images, thumbnails, exemplars), `tables` (the grid's data, the summary's
-comparison and statistics, a target's score table), `charts` (inline SVG), `build` (`build_site`:
+names), `images` (full images, thumbnails, exemplars, links to the originals), `groups` (the groups
+of classes), `tables` (the grid's data, the summary's comparison and statistics, the failures, the
+groups' table, a target's score table), `charts` (inline SVG), `build` (`build_site`:
 the pages rendered from the templates in atlas/templates/).
 """
 

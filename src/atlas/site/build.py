@@ -20,17 +20,30 @@ from atlas.formatting import number, percent, value
 from atlas.io import atomic_dir
 from atlas.schema import INDEX_COLUMNS
 from atlas.site import charts
-from atlas.site.images import copy_images, source
+from atlas.site.groups import class_groups
+from atlas.site.images import copy_images, site_bytes, source
 from atlas.site.tables import (
     COMPARISON_COLUMNS,
+    FAILURES_SHOWN,
     GRID_SCORES,
     METHOD_DESCRIPTIONS,
     comparison,
+    failures,
     grid_data,
+    group_table,
     score_table,
     summary,
 )
-from atlas.site.views import TargetView, inside, kind_order, load_index, method_order, slug, target_views
+from atlas.site.views import (
+    TargetView,
+    class_index,
+    inside,
+    kind_order,
+    load_index,
+    method_order,
+    slug,
+    target_views,
+)
 
 log = logging.getLogger("atlas.site")  # one logger for the whole command, whichever module logs
 
@@ -73,8 +86,11 @@ def _check_out(index: Path, out: Path) -> None:
         raise AtlasError(f"--out {out} exists and is not an atlas site: refusing to replace it; pass a new folder")
 
 
-def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE) -> Path:
-    """Render the site of `index` (a run's index.parquet) into the folder `out`; return `out`."""
+def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE, png: bool = False) -> Path:
+    """Render the site of `index` (a run's index.parquet) into the folder `out`; return `out`.
+
+    `png`: carry the exact PNGs (and the exemplars' originals) in the site, under png/; without
+    it they are linked in the run folder by relative paths, which a copy of the site alone lacks."""
     if not 16 <= thumb <= 1024:
         raise AtlasError(f"--thumb-size {thumb} is out of range; use 16..1024 pixels")
     _check_out(index, out)
@@ -94,16 +110,20 @@ def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE) -> Path:
         for r in t.rows.values():
             for rel in ([r["image"]] if not r["failed"] else []) + list(r["exemplars"] or []):
                 source(run_dir, rel, "image")
+    class_targets = [t for t in targets if t.kind == "class"]
+    groups, scheme = class_groups({class_index(t): t.first["label"] or t.label for t in class_targets})
+    group_of = {c: g for g in groups for c in g.classes}
     env = _environment()
     common = {
         "run_name": run_dir.name,
         "methods": [{"name": m, "slug": method_slugs[m], "colour": charts.colour(i)} for i, m in enumerate(methods)],
         "n_targets": len(targets),
         "n_images": table.num_rows,
+        "png_in_site": png,
     }
     with atomic_dir(out) as tmp:
         (tmp / MARKER).write_text("built by `atlas site`; the command replaces this folder as a whole\n")
-        copy_images(targets, method_slugs, run_dir, tmp, thumb)
+        copy_images(targets, method_slugs, run_dir, out, tmp, thumb, png)
 
         def page(name: str, template: str, **ctx: Any) -> None:
             inside(tmp, name).write_text(env.get_template(template).render(**common, **ctx), encoding="utf-8")
@@ -113,13 +133,14 @@ def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE) -> Path:
         for name in ("style.css", "atlas.js"):
             inside(tmp, "assets", name).write_bytes((assets / name).read_bytes())
         inside(tmp, "data").mkdir()
-        inside(tmp, "data", "index.js").write_text(grid_data(targets, methods, kinds), encoding="ascii")
-        page("index.html", "index.html", kinds=kinds, scores=[n for _, n in GRID_SCORES])
+        inside(tmp, "data", "index.js").write_text(grid_data(targets, methods, kinds, groups), encoding="ascii")
+        page("index.html", "index.html", kinds=kinds, scores=[n for _, n in GRID_SCORES], groups=groups)
         for t in tqdm(targets, desc="site pages", unit="page", mininterval=2):
             page(
                 t.page,
                 "target.html",
                 t=t,
+                group=group_of.get(class_index(t)) if t.kind == "class" else None,
                 scores=score_table(t, methods),
                 present=[m for m in common["methods"] if m["name"] in t.rows],
                 loss=charts.loss_curves(
@@ -134,14 +155,26 @@ def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE) -> Path:
         for lp in layer_pages:
             page(lp["page"], "layer.html", layer=lp)
         page("pairs.html", "pairs.html", targets=[t for t in targets if t.kind in ("pair", "group")])
+        compared = comparison(targets, methods)
+        by_group = group_table(groups, targets, methods)
+        page("groups.html", "groups.html", groups=by_group, scheme=scheme)
+        for g in by_group:
+            ts = [t for t in class_targets if class_index(t) in set(g["group"].classes)]
+            page(g["group"].page, "group.html", g=g, targets=ts)
+        worst = failures(targets, methods)
+        page("failures.html", "failures.html", failures=worst, shown=FAILURES_SHOWN)
         page(
             "summary.html",
             "summary.html",
-            comparison=comparison(targets, methods),
+            comparison=compared,
             comparison_columns=COMPARISON_COLUMNS,
             colours={m["name"]: m["colour"] for m in common["methods"]},
             descriptions=METHOD_DESCRIPTIONS,
             sections=summary(targets, methods),
+            glance=charts.readability(compared, {m: charts.colour(i) for i, m in enumerate(methods)}),
+            by_group=by_group,
+            scheme=scheme,
+            failures_shown=FAILURES_SHOWN,
         )
         columns = {
             c.name: sorted({value(v) for v in table.column(c.name).to_pylist()})
@@ -160,6 +193,12 @@ def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE) -> Path:
         files = [(n, inside(tmp, n).stat().st_size) for n in ("index.parquet", "index.csv", "data/index.js")]
         page("downloads.html", "downloads.html", files=files)
     log.info(
-        "wrote the site of %d targets (%d images) to %s; open %s", len(targets), table.num_rows, out, out / "index.html"
+        "wrote the site of %d targets (%d images, %.1f MiB%s) to %s; open %s",
+        len(targets),
+        table.num_rows,
+        site_bytes(out) / 2**20,
+        ", the PNGs included" if png else "; the PNGs are linked in the run folder",
+        out,
+        out / "index.html",
     )
     return out

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from markupsafe import Markup, escape
 
-from atlas.formatting import number
+from atlas.formatting import number, percent
 
 # Colour-blind-safe (Okabe-Ito), one per method in the site's method order.
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
@@ -128,5 +129,57 @@ def histogram(
     parts.append(
         f'<text x="{width}" y="10" font-size="10" text-anchor="end">n={len(vals)}, max bin {max(counts)}</text>'
     )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+class _Readable(Protocol):  # atlas.site.tables.Comparison, which imports this module
+    @property
+    def method(self) -> str: ...
+    @property
+    def n(self) -> int: ...
+    @property
+    def judge_top1(self) -> int: ...
+    @property
+    def judge_top5(self) -> int: ...
+    @property
+    def judge_prob_mean(self) -> float | None: ...
+
+
+def readability(rows: Sequence[_Readable], colours: Mapping[str, str], width: int = 560) -> Markup:
+    """Per method, three bars on one 0-100 % scale: the share of its class targets the judge ranks
+    first, the share in its top five, and the judge's mean probability of the class."""
+    if not rows:
+        return Markup("")
+    label_w, bar_h, gap = 190, 14, 10
+    measures = ("judge top-1", "judge top-5", "mean judge prob")
+    plot = width - label_w - 60
+    height = len(rows) * (3 * bar_h + gap + 14) + 20
+    parts = [
+        f'<svg class="chart readability" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label="judge top-1, top-5 and mean probability per method">'
+    ]
+    y = 4
+    for r in rows:
+        parts.append(f'<text x="0" y="{y + 11}" font-size="12" font-weight="600">{escape(r.method)}</text>')
+        y += 14
+        shares = (
+            r.judge_top1 / r.n if r.n else None,
+            r.judge_top5 / r.n if r.n else None,
+            r.judge_prob_mean,
+        )
+        for name, v in zip(measures, shares, strict=True):
+            parts.append(f'<text x="{label_w - 6}" y="{y + 11}" font-size="11" text-anchor="end">{name}</text>')
+            parts.append(f'<rect x="{label_w}" y="{y + 1}" width="{plot}" height="{bar_h - 2}" fill="#eee"/>')
+            if v is not None and math.isfinite(v):
+                parts.append(
+                    f'<rect x="{label_w}" y="{y + 1}" width="{plot * min(max(v, 0.0), 1.0):.1f}" height="{bar_h - 2}" '
+                    f'fill="{colours.get(r.method, COLOURS[0])}"/>'
+                )
+            parts.append(f'<text x="{label_w + plot + 6}" y="{y + 11}" font-size="11">{escape(percent(v))}</text>')
+            y += bar_h
+        y += gap
+    parts.append(f'<text x="{label_w}" y="{height - 4}" font-size="10">0 %</text>')
+    parts.append(f'<text x="{label_w + plot}" y="{height - 4}" font-size="10" text-anchor="end">100 %</text>')
     parts.append("</svg>")
     return Markup("".join(parts))

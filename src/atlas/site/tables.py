@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from atlas.formatting import number, percent, value
 from atlas.site import charts
-from atlas.site.views import TargetView, kind_order, slug
+from atlas.site.groups import Group
+from atlas.site.views import TargetView, class_index, kind_order, slug
 
 # The grid's sortable scores, in the order of their columns in data/index.js.
 GRID_SCORES = (
@@ -51,8 +53,9 @@ def _round(v: Any, prob: bool = False) -> Any:
     return 0.9999 if prob and r >= 1.0 > v else r
 
 
-def grid_data(targets: list[TargetView], methods: list[str], kinds: list[str]) -> str:
-    """data/index.js: one row per image, fields by position (see atlas.js), numbers rounded by `_round`.
+def grid_data(targets: list[TargetView], methods: list[str], kinds: list[str], groups: Sequence[Group] = ()) -> str:
+    """data/index.js: one row per image, fields by position (see atlas.js), numbers rounded by `_round`;
+    the groups of classes (names, page slugs, and each class index's group).
 
     JSON with <, > and & as \\u escapes, so that no label can close a script or start markup."""
     rows = []
@@ -81,6 +84,9 @@ def grid_data(targets: list[TargetView], methods: list[str], kinds: list[str]) -
         "method_slugs": [slug(m) for m in methods],
         "kinds": kinds,
         "scores": [name for _, name in GRID_SCORES],
+        "groups": [g.name for g in groups],
+        "group_slugs": [g.slug for g in groups],
+        "class_group": {str(c): i for i, g in enumerate(groups) for c in g.classes},
         "rows": rows,
     }
     text = json.dumps(data, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
@@ -163,6 +169,56 @@ def comparison(targets: list[TargetView], methods: list[str]) -> list[Comparison
                 seconds_mean=_stats([r["seconds"] for r in got])[0],
             )
         )
+    return rows
+
+
+FAILURES_SHOWN = 50  # the classes listed per method on failures.html
+
+
+def failures(targets: list[TargetView], methods: list[str], n: int = FAILURES_SHOWN) -> list[dict[str, Any]]:
+    """Per method, its class targets the judge reads worst: the `n` lowest judge probabilities of the
+    class, lowest first (ties in target order; an image without a judge score first), each with what
+    the judge read instead (its top-1 class); and the targets that failed, which have no image."""
+    out = []
+    for m in methods:
+        got = [(k, t, t.rows[m]) for k, t in enumerate(targets) if t.kind == "class" and m in t.rows]
+        if not got:
+            continue
+        scored = sorted(
+            ((k, t, r) for k, t, r in got if not r["failed"]),
+            key=lambda x: (x[2]["judge_prob"] is not None, x[2]["judge_prob"] or 0.0, x[0]),
+        )
+        rows = []
+        for _, t, r in scored[:n]:
+            top, labels = r["judge_top5"] or [], r["judge_top5_labels"] or []
+            read_as = None
+            if top:
+                read_as = f"{top[0]} {labels[0] if labels else ''}".strip()
+            rows.append(
+                {"t": t, "r": r, "read_as": read_as, "read_right": bool(top) and top[0] in (r["classes"] or [])}
+            )
+        out.append(
+            {
+                "method": m,
+                "slug": slug(m),
+                "n": len(got),
+                "scored": len(scored),
+                "rows": rows,
+                "failed": [t for _, t, r in got if r["failed"]],
+            }
+        )
+    return out
+
+
+def group_table(groups: list[Group], targets: list[TargetView], methods: list[str]) -> list[dict[str, Any]]:
+    """One row per group of classes: its classes in the run and, per method, the comparison's
+    counts over the group's class targets (`comparison`), None where the method has none."""
+    classes = {class_index(t): t for t in targets if t.kind == "class"}
+    rows = []
+    for g in groups:
+        ts = [classes[c] for c in g.classes if c in classes]
+        by = {c.method: c for c in comparison(ts, methods)}
+        rows.append({"group": g, "n": len(ts), "methods": [by.get(m) for m in methods]})
     return rows
 
 

@@ -24,7 +24,8 @@ log = logging.getLogger("atlas.site")  # one logger for the whole command, which
 
 # The kinds of target in the order the site shows them; others after these, by name.
 KIND_ORDER = ("class", "pair", "group", "filter")
-_PAGES = {"index", "layers", "pairs", "summary", "provenance", "downloads"}
+_PAGES = {"index", "layers", "pairs", "summary", "provenance", "downloads", "failures", "groups"}
+_PREFIXES = ("layer-", "groups-")  # the prefixes of the layer and group pages
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
 
@@ -32,7 +33,7 @@ def slug(text: str) -> str:
     """A file-name-safe stem for `text` (a target id, layer or method): itself when already safe and
     not a page name; otherwise its safe characters plus a hash of the original, so names stay unique."""
     safe = _UNSAFE.sub("_", text).lstrip(".")[:100]
-    if safe == text and safe and safe.lower() not in _PAGES and not safe.lower().startswith("layer-"):
+    if safe == text and safe and safe.lower() not in _PAGES and not safe.lower().startswith(_PREFIXES):
         return safe
     return f"{safe or 'x'}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
@@ -64,6 +65,12 @@ class TargetView:
         kind = KIND_ORDER.index(self.kind) if self.kind in KIND_ORDER else len(KIND_ORDER)
         f = self.first
         return (kind, self.kind, f["layer"] or "", list(f["classes"] or []), list(f["channels"] or []), self.id)
+
+
+def class_index(t: TargetView) -> int:
+    """The class index of a class target (its `class_index`, else its one class)."""
+    c = t.first["class_index"]
+    return int(c if c is not None else (t.first["classes"] or [-1])[0])
 
 
 def kind_order(kinds: Iterable[str]) -> list[str]:

@@ -8,8 +8,22 @@
   if (!data || !grid) { return; }
   var ID = 0, SLUG = 1, M = 2, K = 3, LABEL = 4, INDEX = 5, FAILED = 7, S0 = 8;
   var rows = data.rows;
+  var KINDS = data.kinds, FILTER = KINDS.indexOf("filter");
+  var classGroup = data.class_group || {};
+  // Each row's groups of classes: a class's own, a pair's or group's every member's; a filter none.
+  var rowGroups = rows.map(function (r) {
+    var gs = [];
+    if (r[K] !== FILTER) {
+      r[INDEX].forEach(function (c) {
+        var g = classGroup[c];
+        if (g !== undefined && gs.indexOf(g) < 0) { gs.push(g); }
+      });
+    }
+    return gs;
+  });
   var q = document.getElementById("q"), method = document.getElementById("method"),
       kind = document.getElementById("kind"), sort = document.getElementById("sort"),
+      group = document.getElementById("group"),
       order = document.getElementById("order"), count = document.getElementById("count");
 
   // Numbers as the pages print them (atlas.formatting): probabilities as percentages, 3 significant digits.
@@ -78,6 +92,7 @@
 
   function apply() {
     var text = q.value.trim().toLowerCase(), m = method.value, k = kind.value, s = sort.value;
+    var g = group ? group.value : "";
     var asc = order.value === "asc";
     var num = /^\d+$/.test(text) ? parseInt(text, 10) : null;
     var keep = [];
@@ -85,6 +100,7 @@
       var r = rows[i];
       if (m !== "" && r[M] !== +m) { continue; }
       if (k !== "" && r[K] !== +k) { continue; }
+      if (g !== "" && rowGroups[i].indexOf(+g) < 0) { continue; }
       if (text) {
         if (num !== null) { if (r[INDEX].indexOf(num) < 0) { continue; } }
         else if (hay[i].indexOf(text) < 0) { continue; }
@@ -103,12 +119,30 @@
     keep.forEach(function (i) { frag.appendChild(cards[i]); });
     grid.replaceChildren(frag);
     count.textContent = keep.length + " of " + rows.length + " images";
+    if (group) {  // the group in the address, so that it can be linked and the back button keeps it
+      var want = g === "" ? "" : "#group=" + data.group_slugs[+g];
+      if (location.hash !== want && (want || location.hash.indexOf("#group=") === 0)) {
+        history.replaceState(null, "", want || location.pathname + location.search);
+      }
+    }
+  }
+
+  // index.html#group=<slug> opens the grid on that group (the group pages link so).
+  function fromHash() {
+    var match = /^#group=([a-z0-9-]+)$/.exec(location.hash);
+    if (group && match) {
+      var i = (data.group_slugs || []).indexOf(match[1]);
+      if (i >= 0) { group.value = String(i); }
+    }
   }
 
   document.getElementById("controls").addEventListener("submit", function (e) { e.preventDefault(); });
-  [q, method, kind, sort, order].forEach(function (c) {
+  window.addEventListener("hashchange", function () { fromHash(); apply(); });
+  [q, method, kind, sort, order, group].forEach(function (c) {
+    if (!c) { return; }
     c.addEventListener("input", apply);
     c.addEventListener("change", apply);
   });
+  fromHash();
   apply();
 }());
