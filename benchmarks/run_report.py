@@ -16,8 +16,8 @@ Prints:
 - quality: per method, over its class targets, D > 0.5, judge top-1, top-5 and mean judge
   probability, as counts and shares;
 - the classes each method fails to draw: the `--worst` lowest judge probabilities with what the
-  judge read instead, and the judge's top-5 share per group of ImageNet classes (contiguous index
-  ranges, which follow WordNet for the animals).
+  judge read instead, and the judge's top-5 share per group of ImageNet classes (the site's
+  groups, atlas/imagenet_groups.tsv).
 
 A benchmark report, not a test.
 """
@@ -31,29 +31,12 @@ from pathlib import Path
 
 import pandas as pd
 
-# Contiguous ranges of ImageNet-1k's index order (it follows WordNet for the animals); the
-# artefacts (398-923) form no contiguous subtrees and are one group here.
-GROUPS = (
-    ("fish", ((0, 6), (389, 397))),
-    ("birds", ((7, 24), (80, 100), (127, 146))),
-    ("amphibians and reptiles", ((25, 68),)),
-    ("invertebrates", ((69, 79), (107, 126), (300, 329))),
-    ("mammals (not dogs, cats, primates)", ((101, 106), (147, 150), (269, 280), (294, 299), (330, 364), (385, 388))),
-    ("dogs", ((151, 268),)),
-    ("cats", ((281, 293),)),
-    ("primates", ((365, 384),)),
-    ("artefacts", ((398, 923), (999, 999))),
-    ("food", ((924, 969),)),
-    ("landscapes", ((970, 980),)),
-    ("people, plants and fungi", ((981, 998),)),
-)
+from atlas.site.groups import imagenet_ranges
 
 
 def group_of(index: int) -> str:
-    for name, ranges in GROUPS:
-        if any(lo <= index <= hi for lo, hi in ranges):
-            return name
-    return "other"
+    """The class's group in atlas/imagenet_groups.tsv (the site's groups, artefacts not split)."""
+    return next(group for first, last, group in imagenet_ranges() if first <= index <= last)
 
 
 def parse_time(path: Path) -> dict[str, float]:
