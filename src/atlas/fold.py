@@ -3,9 +3,8 @@
 In eval mode a BatchNorm is an affine map per channel, y = (x - mean) / sqrt(var + eps) * gamma +
 beta, so a convolution followed by it is one convolution with scaled weights and a bias. Folded,
 D computes the same function (to float rounding, about 1e-6 of the logits) with one operation
-less in the forward pass and one less in the backward pass per pair: on EfficientNet-Lite0 at
-224 px, one thread, a forward and backward of 16 images took 0.73 s instead of 0.92
-(docs/benchmarks.md, "Generation speed").
+less in the forward pass and one less in the backward pass per pair: on EfficientNet-Lite0 about
+a sixth less CPU time per image (docs/method.md, "The same pictures for less").
 
 The pairs are found, not named: one dummy forward pass records which BatchNorm2d receives, as its
 input, the very tensor a Conv2d returned. A convolution whose own output is a hooked layer (a

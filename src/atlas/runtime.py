@@ -12,8 +12,8 @@ None of these changes what is optimised; they change how fast and with which rou
   convolutions both run faster on NHWC; on this project's CPU 8-35 % less time per step, the
   scratch method's most, docs/benchmarks.md "Process start-up, the allocator and the layout").
 - `fold_bn`: `on`/`off`/`auto` (auto: on): D's BatchNorm layers folded into the convolutions
-  before them (`atlas.fold`): the same function to float rounding, about a fifth less time per
-  step on EfficientNet-Lite0.
+  before them (`atlas.fold`): the same function to float rounding, about a sixth less CPU time per
+  image on EfficientNet-Lite0.
 - `compile`: `torch.compile` of G and of D (D only for targets that need no layer hooks: a
   filter target's hooks would recompile it every step). An explicit opt-in on every device: it
   costs a compilation of tens of seconds to minutes per job.
