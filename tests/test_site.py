@@ -667,3 +667,19 @@ def test_noisy_images_are_compact_faithful_jpegs_and_the_exact_png_is_one_click_
     page = parse(tmp_path / "with-png" / "class-0001.html")
     assert ("a", "png/scratch/class-0001.png") in page.links
     assert not any(u.startswith("../") for _, u in page.links)
+
+
+def test_an_image_of_pure_noise_still_encodes(tmp_path: Path) -> None:
+    """The noisiest image a method can save, 224 px of uniform noise, is a JPEG larger than the
+    buffer Pillow gives an optimised progressive JPEG by default (w * h, at least 64 KiB)."""
+    import numpy as np
+    from PIL import Image
+
+    from atlas.site.images import FULL_QUALITY, _jpeg
+
+    noise = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    dst = tmp_path / "noise.jpg"
+    _jpeg(Image.fromarray(noise), dst, FULL_QUALITY)
+    assert dst.stat().st_size > 65536
+    with Image.open(dst) as im:
+        assert im.size == (224, 224)

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
 from atlas.errors import AtlasError
@@ -62,7 +62,15 @@ def _jpeg(im: Image.Image, dst: Path, quality: int, full_colour: bool = True) ->
     Progressive: the same pixels in about 7 % fewer bytes on noisy images."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     subsampling = 0 if full_colour else 2
-    im.save(dst, format="JPEG", quality=quality, subsampling=subsampling, optimize=True, progressive=True)
+    # Pillow encodes an optimised or progressive JPEG in one buffer of max(w * h, MAXBLOCK) bytes,
+    # and a noisy 224-px image at 4:4:4 is larger than that ("broken data stream when writing").
+    # 3 bytes a pixel (the raw image) bound any JPEG of it at these qualities.
+    old = ImageFile.MAXBLOCK
+    ImageFile.MAXBLOCK = max(old, 3 * im.width * im.height + 65536)
+    try:
+        im.save(dst, format="JPEG", quality=quality, subsampling=subsampling, optimize=True, progressive=True)
+    finally:
+        ImageFile.MAXBLOCK = old
 
 
 def _original(src: Path, out: Path, tmp: Path, name: str | None) -> str:
