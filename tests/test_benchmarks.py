@@ -170,3 +170,35 @@ def test_the_gpu_suite_runs_every_step_at_toy_sizes_on_a_cpu(tmp_path: Path) -> 
 def test_the_gpu_suite_refuses_an_unknown_argument() -> None:
     res = subprocess.run(["bash", str(BENCH / "gpu_suite.sh"), "--fast"], capture_output=True, text=True, check=False)
     assert res.returncode == 2 and "unknown argument '--fast'; the only one is --smoke" in res.stderr
+
+
+def test_the_run_report_reads_a_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/run_report.py on a synthetic run of 120 classes: counts, the quality table, the
+    groups of classes and the worst-drawn classes, lowest judge probability first."""
+    import importlib.util
+
+    import pandas as pd
+
+    from tests.site_synthetic import synthetic_index
+
+    index = synthetic_index(
+        tmp_path / "run", n_classes=120, methods=("fourier", "pixel"), failed=[("pixel", "class-0003")]
+    )
+    spec = importlib.util.spec_from_file_location(
+        "run_report", Path(__file__).parents[1] / "benchmarks" / "run_report.py"
+    )
+    assert spec and spec.loader
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    assert report.main([str(tmp_path / "run"), "--worst", "3"]) == 0
+    out = capsys.readouterr().out
+    df = pd.read_parquet(index)
+    assert f"total: {len(df)} rows, {len(df) - 1} images, 1 failed" in out
+    assert "failed: pixel class-0003" in out
+    fourier = df[(df.method == "fourier") & (df.kind == "class")]
+    row = next(line for line in out.splitlines() if line.startswith("fourier ") and "%" in line)
+    assert row.split()[1] == "120" and row.split()[4] == f"{(fourier.judge_rank <= 5).mean():.1%}"
+    assert report.group_of(207) == "dogs" and report.group_of(0) == "fish"
+    worst = fourier.sort_values("judge_prob").head(3)
+    listed = out.split("fourier: the 3 classes the judge reads least")[1].splitlines()[1:4]
+    assert [int(line.split()[0]) for line in listed] == [int(c) for c in worst.class_index]
