@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from atlas.errors import AtlasError
-from atlas.fold import fold_batchnorm
+from atlas.fold import dummy_pass, fold_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -190,16 +190,10 @@ def _probe_layers(model: nn.Module, size: int) -> dict[str, int]:
 
         return hook
 
-    try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(make(name)))
-        param = next(model.parameters())
-        with torch.no_grad():
-            model(torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device))
-    finally:
-        for h in handles:
-            h.remove()
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_hook(make(name)))
+    dummy_pass(model, size, handles)
     return shapes
 
 

@@ -30,6 +30,18 @@ log = logging.getLogger(__name__)
 _TOLERANCE = 1e-3
 
 
+def dummy_pass(model: nn.Module, size: int, handles: list[torch.utils.hooks.RemovableHandle]) -> None:
+    """One forward pass of a zero image of side `size` through `model`, for the hooks in `handles`
+    to watch; the hooks are removed afterwards, also when the pass fails."""
+    try:
+        param = next(model.parameters())
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device))
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def conv_bn_pairs(model: nn.Module, size: int) -> list[tuple[str, str]]:
     """(conv name, BatchNorm name) for each BatchNorm2d whose input is a Conv2d's output."""
     made_by: dict[int, str] = {}
@@ -50,18 +62,12 @@ def conv_bn_pairs(model: nn.Module, size: int) -> list[tuple[str, str]]:
 
         return hook
 
-    try:
-        for name, module in model.named_modules():
-            if isinstance(module, nn.BatchNorm2d):
-                handles.append(module.register_forward_pre_hook(bn_hook(name)))
-            elif isinstance(module, nn.Conv2d):
-                handles.append(module.register_forward_hook(conv_hook(name)))
-        param = next(model.parameters())
-        with torch.no_grad():
-            model(torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device))
-    finally:
-        for h in handles:
-            h.remove()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.BatchNorm2d):
+            handles.append(module.register_forward_pre_hook(bn_hook(name)))
+        elif isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(conv_hook(name)))
+    dummy_pass(model, size, handles)
     # A module called twice would be paired twice; keep each once, in forward order.
     return list(dict.fromkeys(pairs))
 
