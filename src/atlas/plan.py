@@ -167,7 +167,7 @@ def plan_chunks(method: str, kind: str, targets: Sequence[PlannedTarget], chunk_
     A chunk holds at most `chunk_size` targets, and which chunk a target is in depends on its own
     index only, so adding or removing a target changes its own chunk and no other: a rerun
     redoes that one job per method. (Sparse targets make small chunks: 13 classes spread over
-    0..999 in bins of 8 are 12 chunks; a sparse config sets a larger chunk_size.) Chunks are in
+    0..676 in bins of 8 are 13 chunks of one; a sparse config sets a larger chunk_size.) Chunks are in
     index order; filter chunks by layer in the order the layers are listed, then by index; the
     targets of a chunk keep their order in `targets`.
     """

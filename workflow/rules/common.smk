@@ -327,7 +327,7 @@ def method_args(method):
 
 
 def compute_args():
-    """How the generation jobs run (config `compute`): --precision, --channels-last, --compile."""
+    """How the generation jobs run (config `compute`): --precision, --channels-last, --fold-bn, --compile."""
     c = config["compute"]
     flags = f"--precision {c['precision']} --channels-last {c['channels_last']} --fold-bn {c['fold_bn']}"
     return flags + (" --compile" if c["compile"] else "")
