@@ -16,6 +16,8 @@ independent judge (EfficientNet-Lite2 by default), as `atlas score` does. Prints
     s/img      wall seconds per image (generation only)
     CPU-s/img  CPU seconds (user + sys of this process) per image, generation only
     CPU-s/top5 CPU seconds per image the judge puts in its top 5: the price of a readable image
+    sat, contr, colourf.   naturalness (`atlas.naturalness`): mean saturation, RMS contrast and
+               colourfulness; `--photos DATASET_DIR` adds the same figures of the dataset's photos
 
 `--variant LABEL=METHOD,KEY=VALUE,...` adds a row for a method under other settings (any method
 setting, or `fold_bn=on|off`), so old and new settings are measured in one run, e.g.
@@ -49,6 +51,7 @@ from atlas.generate import GenerateConfig, generate
 from atlas.image_scores import class_scores
 from atlas.io import write_text
 from atlas.methods import METHODS, settings_for
+from atlas.naturalness import FIELDS, naturalness, of_uint8
 from atlas.pixels import to_input, to_rgb
 from atlas.targets import Target
 
@@ -76,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--decoder", default=None, help="pretrained method: decoder file (`atlas train-dae`)")
     p.add_argument("--spectrum-from", default=None, metavar="DIR", help="maco method: extracted dataset folder")
+    p.add_argument(
+        "--photos", default=None, metavar="DIR", help="an extracted dataset folder: print its photos' naturalness"
+    )
     p.add_argument("--classifier", default="efficientnet-lite0")
     p.add_argument("--judge", default="efficientnet-lite2")
     p.add_argument("--seed", type=int, default=0)
@@ -123,6 +129,7 @@ def judge_rows(classifier, judge, records: pd.DataFrame, folder: Path) -> list[d
     with torch.no_grad():
         logits = judge.forward(to_input(judge, rgb), need_logits=True).logits
     js = class_scores(logits, targets)
+    nat = naturalness(rgb)
     rows = []
     for b, (_, r) in enumerate(ok.iterrows()):
         top1 = int(js.top5[b][0])
@@ -135,9 +142,19 @@ def judge_rows(classifier, judge, records: pd.DataFrame, folder: Path) -> list[d
                 "judge_prob": float(js.prob[b]),
                 "judge_rank": int(js.rank[b]),
                 "judge_top1": judge.class_names[top1],
+                **{f: float(getattr(nat, f)[b]) for f in FIELDS},
             }
         )
     return rows
+
+
+def photo_naturalness(folder: Path) -> dict[str, float]:
+    """The mean naturalness of an extracted dataset's photos (not their crops)."""
+    from atlas.dataset import load_dataset
+
+    images, manifest = load_dataset(folder)
+    rows = manifest.loc[manifest["parent"].isna(), "index"].to_numpy(dtype=np.int64)
+    return {"photos": float(len(rows)), **of_uint8(np.asarray(images[rows])).mean()}
 
 
 def parse_variant(text: str) -> tuple[str, str, dict[str, str], str]:
@@ -170,6 +187,7 @@ def summarise(
         "seconds_per_image": seconds / max(n, 1),
         "cpu_seconds_per_image": cpu / max(n, 1),
         "cpu_seconds_per_top5": cpu / top5 if top5 else float("nan"),
+        **{f: float(np.mean([float(r[f]) for r in rows])) if rows else float("nan") for f in FIELDS},  # type: ignore[arg-type]
     }
 
 
@@ -244,13 +262,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'method':<11}{'D>0.5':>7}{'top-1':>7}{'top-5':>7}{'judge p':>9}{'labels':>8}{'s/img':>8}"
-        f"{'CPU-s/img':>11}{'CPU-s/top5':>12}"
+        f"{'CPU-s/img':>11}{'CPU-s/top5':>12}{'sat':>7}{'contr':>7}{'colourf.':>9}"
     )
     for t in table:
         print(
             f"{t['method']:<11}{t['d_over_half']:>4}/{n:<2}{t['judge_top1']:>4}/{n:<2}{t['judge_top5']:>4}/{n:<2}"
             f"{t['judge_prob']:>9.3f}{t['labels']:>8}{t['seconds_per_image']:>8.1f}"
             f"{t['cpu_seconds_per_image']:>11.2f}{t['cpu_seconds_per_top5']:>12.2f}"
+            f"{t['saturation']:>7.3f}{t['rms_contrast']:>7.3f}{t['colourfulness']:>9.1f}"
+        )
+    if args.photos:
+        ref = photo_naturalness(Path(args.photos))
+        table.append({"method": "photos", **ref})
+        print(
+            f"{'photos':<11}{int(ref['photos']):>4} photos of {args.photos}{'':>44}"
+            f"{ref['saturation']:>7.3f}{ref['rms_contrast']:>7.3f}{ref['colourfulness']:>9.1f}"
         )
     contact_sheet(results, classes, out / "sheet.png")
     write_text(out / "quality.json", json.dumps({"args": vars(args), "table": table, "images": results}, indent=2))

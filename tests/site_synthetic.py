@@ -95,6 +95,8 @@ def _row(target_id: str, method: str, kind: str, label: str, rng: random.Random,
         atlas_version="0.1.0",
         git_commit="0" * 40,
     )
+    seed = int(row["seed"])  # type: ignore[call-overload]
+    row.update(saturation=(seed % 97) / 200, rms_contrast=(seed % 89) / 300, colourfulness=float(seed % 83))
     row.update(kw)
     return row
 
@@ -148,6 +150,9 @@ def synthetic_index(
                         "classes": [c],
                         "exemplars": ex,
                         "exemplar_scores": [5.0 - k for k in range(len(ex))],
+                        # the first exemplar of class 0 is a photo of it; no other class has one
+                        "exemplar_classes": [0 if c == 0 and k == 0 else None for k in range(len(ex))],
+                        "class_photos": 1 if c == 0 else 0,
                     },
                 )
             )
@@ -186,6 +191,9 @@ def synthetic_index(
                     robust_prob=None,
                     robust_prob_min=None,
                     robust_activation=None,
+                    saturation=None,
+                    rms_contrast=None,
+                    colourfulness=None,
                     d_top5=[],
                     d_top5_labels=[],
                     judge_top5=[],
@@ -206,6 +214,12 @@ def synthetic_index(
         "classifier": {"name": "tiny", "sha256": None},
         "judge": {"name": "judge-net", "sha256": "ab" * 32},
         "decoder_sha256": "cd" * 32,
+        "exemplars": {
+            "candidates": 39,
+            "labelled": 20,
+            "sources": ["bundled"],
+            "naturalness": {"photos": 39, "saturation": 0.29, "rms_contrast": 0.2, "colourfulness": 38.5},
+        },
     }
     table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
     table = check_index(table).replace_schema_metadata({PROVENANCE_KEY: json.dumps(provenance).encode()})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from PIL import Image
 from atlas.cli import main
 from atlas.errors import AtlasError
 from atlas.exemplars import EXEMPLARS, exemplars
+from atlas.naturalness import of_uint8
+from atlas.schema import EXEMPLARS_KEY
 from atlas.targets import parse_specs
 from tests.tiny import linear_classifier, write_dataset
 
@@ -55,6 +58,25 @@ def test_the_top_k_are_the_dataset_images_d_scores_highest(dataset: Path, tmp_pa
         for name, r in zip(row["exemplars"], row["exemplar_rows"], strict=True):
             assert np.array_equal(np.asarray(Image.open(out / name)), np.full((8, 8, 3), COLOURS[r], dtype=np.uint8))
     assert pq.read_table(out / EXEMPLARS).num_rows == 3
+
+
+def test_exemplars_say_which_photos_are_of_the_class_and_record_the_photos_naturalness(tmp_path: Path) -> None:
+    images = np.stack([np.full((8, 8, 3), c, dtype=np.uint8) for c in COLOURS])
+    data = write_dataset(tmp_path / "dataset", images, PARENTS, class_indices=[1, 1, 1, 0, None, None])
+    table = exemplars(identity_d(), data, parse_specs(["class:0,2", "pair:0+1", "filter:pool:0"]), 2, tmp_path / "ex")
+    by_id = {row["target_id"]: row for row in table.to_pylist()}
+    # Photos (not crops) labelled 0: row 3; labelled 1: rows 0 and 1; none labelled 2.
+    assert by_id["class-0000"]["class_photos"] == 1
+    assert by_id["class-0002"]["class_photos"] == 0
+    assert by_id["pair-0000+0001"]["class_photos"] == 3
+    assert by_id["filter-pool-0000"]["class_photos"] is None
+    assert by_id["class-0000"]["exemplar_rows"] == [0, 3]
+    assert by_id["class-0000"]["exemplar_classes"] == [1, 0]
+    assert by_id["class-0002"]["exemplar_classes"] == [None, 0]  # rows 4 and 3
+    info = json.loads(table.schema.metadata[EXEMPLARS_KEY])
+    assert info["candidates"] == 5 and info["labelled"] == 3 and info["sources"] == ["folder"]
+    want = of_uint8(images[[0, 1, 3, 4, 5]]).mean()
+    assert info["naturalness"] == pytest.approx({"photos": 5, **want})
 
 
 def test_a_filters_exemplars_are_the_images_that_drive_its_channels_hardest(dataset: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from PIL import Image
 from atlas.cli import main
 from atlas.errors import AtlasError
 from atlas.image_scores import class_scores, score
+from atlas.naturalness import of_uint8
 from atlas.pixels import to_input, to_rgb
 from atlas.schema import SCORES_KEY
 from atlas.score import Transform, robustness, robustness_set, score_chunk
@@ -156,6 +157,11 @@ def test_score_chunk_reproduces_d_and_scores_under_the_judge(chunk: Path) -> Non
         if rec["kind"] != "filter":
             assert row["judge_prob"] == pytest.approx(float(want.prob[0]), rel=1e-5)
             assert row["judge_rank"] == int(want.rank[0])
+        # The naturalness of the saved PNG, as atlas.naturalness computes it.
+        nat = of_uint8(pixels.numpy())
+        assert row["saturation"] == pytest.approx(float(nat.saturation[0]))
+        assert row["rms_contrast"] == pytest.approx(float(nat.rms_contrast[0]))
+        assert row["colourfulness"] == pytest.approx(float(nat.colourfulness[0]))
 
 
 def test_failed_targets_get_no_scores(chunk: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ tests/test_site_browser.py opens it in Chromium)."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -432,7 +433,8 @@ def test_no_page_prints_a_long_float(site: Path) -> None:
 def test_the_summary_leads_with_the_comparison_of_the_methods_on_the_classes(site: Path) -> None:
     # " ".join(text.split()) turns the no-break space before "%" into a plain one.
     found = tables(site / "summary.html")
-    assert [cls for cls, _ in found][:2] == ["comparison", "summary"]  # first, before the per-kind tables
+    # first, then the naturalness beside photos, before the per-kind tables
+    assert [cls for cls, _ in found][:3] == ["comparison", "naturalness", "summary"]
     head, *rows = found[0][1]
     assert head == [
         "method",
@@ -462,6 +464,32 @@ def test_the_summary_leads_with_the_comparison_of_the_methods_on_the_classes(sit
     assert s.judge_prob_mean == pytest.approx(0.38) and p.judge_prob_mean == pytest.approx(0.315)
     assert x.judge_prob_mean == pytest.approx(2e-6) and x.seconds_mean == pytest.approx(0.5)
     assert s.seconds_mean == pytest.approx(3.0) and p.seconds_mean == pytest.approx(11.5)
+
+
+def test_the_summary_sets_each_methods_naturalness_beside_the_dataset_photos(site: Path) -> None:
+    found = dict(tables(site / "summary.html"))
+    head, *rows = found["naturalness"]
+    assert head == ["images of", "images", "saturation", "RMS contrast", "colourfulness"]
+    assert [r[0] for r in rows] == ["scratch", "pretrained", "pixel", "the dataset's photos"]
+    assert rows[-1] == ["the dataset's photos", "39", "0.29", "0.2", "38.5"]
+    table, _ = load_index(site / "index.parquet")
+    got = [r for r in table.to_pylist() if r["method"] == "pixel" and not r["failed"]]
+    sat = sum(r["saturation"] for r in got) / len(got)
+    assert rows[2][1] == str(len(got))  # the failed image has no figures
+    assert rows[2][2] == f"{number(sat)} ({sat / 0.29:.2f}x)"
+
+
+def test_a_class_page_says_whether_its_exemplars_are_photos_of_the_class(site: Path) -> None:
+    def note(page: str) -> str:
+        text = (site / page).read_text(encoding="utf-8")
+        return html.unescape(" ".join(text.split('class="exemplar-note">', 1)[1].split("</p>", 1)[0].split()))
+
+    assert note("class-0000.html").startswith("The 39 photos of the run's dataset (bundled)")
+    assert note("class-0000.html").endswith("1 of them is labelled class 0.")
+    assert "none of them is labelled class 3: these are the photos D scores highest for it" in note("class-0003.html")
+    assert "exemplar-note" not in (site / "filter-features.3-0000.html").read_text(encoding="utf-8")  # it has none
+    captions = (site / "class-0000.html").read_text(encoding="utf-8")
+    assert "<figcaption>tench<br>" in captions and "<figcaption>unlabelled<br>" in captions
 
 
 def test_the_summary_describes_each_known_method_in_the_site_order(tmp_path: Path) -> None:

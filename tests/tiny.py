@@ -66,11 +66,18 @@ def constant_image(values: list[float], size: int = 8) -> torch.Tensor:
     return torch.tensor(values).view(1, 3, 1, 1).expand(1, 3, size, size).clone()
 
 
-def write_dataset(folder: Path, images: np.ndarray, parents: list[int | None] | None = None) -> Path:
+def write_dataset(
+    folder: Path,
+    images: np.ndarray,
+    parents: list[int | None] | None = None,
+    class_indices: list[int | None] | None = None,
+) -> Path:
     """A dataset folder as `atlas extract` lays it out (images.npy + manifest.parquet), from a uint8
-    N x S x S x 3 array; `parents[i]` marks row i as an augmented crop of that row."""
+    N x S x S x 3 array; `parents[i]` marks row i as an augmented crop of that row, and
+    `class_indices[i]` is its class label (none by default)."""
     n = len(images)
     parents = parents or [None] * n
+    class_indices = class_indices or [None] * n
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / IMAGES_FILE, images.astype(np.uint8))
     size = images.shape[1]
@@ -82,7 +89,7 @@ def write_dataset(folder: Path, images: np.ndarray, parents: list[int | None] | 
             "package": None,
             "name": None,
             "label": f"label{i}",
-            "class_index": None,
+            "class_index": class_indices[i],
             "wnid": None,
             "width": size,
             "height": size,

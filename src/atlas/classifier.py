@@ -18,7 +18,6 @@ space"), so G never needs mean/std;
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import io
 import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from atlas.errors import AtlasError
+from atlas.extract.classes import imagenet_class_names
 from atlas.fold import dummy_pass, fold_batchnorm
 
 log = logging.getLogger(__name__)
@@ -42,17 +42,6 @@ _LITE_MEAN = (127.0 / 255.0,) * 3
 _LITE_STD = (128.0 / 255.0,) * 3
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet-1k class names in the standard order: torchvision's list, shipped as
-    atlas/imagenet_classes.txt (a test checks it against torchvision's) so that loading an
-    embedded classifier does not import torchvision (about 1.7 CPU-s a process)."""
-    text = importlib.resources.files("atlas").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
-    names = text.splitlines()
-    if len(names) != 1000:
-        raise AtlasError("atlas/imagenet_classes.txt is damaged (need 1000 class names): reinstall atlas")
-    return names
 
 
 class _StopForward(Exception):

@@ -16,17 +16,26 @@ in RGB), then normalised D's way. Ties keep the dataset's order.
 The output folder (written atomically) holds `dataset-<row>.png` for each image that is an
 exemplar of some target (once, at the dataset's resolution) and `exemplars.parquet`: one row per
 target with `target_id`, `kind`, `classes`, `exemplars` (file names, best first),
-`exemplar_scores`, `exemplar_rows` (rows of the dataset) and `exemplar_labels`.
+`exemplar_scores`, `exemplar_rows` (rows of the dataset), `exemplar_labels`, `exemplar_classes`
+(each photo's class index, null when the dataset does not say) and `class_photos` (how many of
+the dataset's photos are labelled with one of the target's classes; null for a filter). The page
+of a target says where its exemplars come from and, when no photo of the class is among the
+candidates, that they are the photos D scores highest, not photos of the class.
+
+The schema metadata also records the naturalness of the candidate photos (`atlas.naturalness`),
+the reference row the site sets beside each method's figures.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -38,6 +47,7 @@ from atlas.dataset import load_dataset, recorded_sha256
 from atlas.errors import AtlasError
 from atlas.io import atomic_dir
 from atlas.metadata import classifier_record, software
+from atlas.naturalness import of_uint8
 from atlas.pixels import to_input, to_rgb
 from atlas.schema import EXEMPLARS, EXEMPLARS_KEY
 from atlas.targets import Target, check_targets
@@ -94,10 +104,9 @@ def exemplars(
     layers = list(dict.fromkeys(t.layer for t in targets if t.layer is not None))
     acts, means = dataset_activations(classifier, images, rows, classes, batch_size, layers)
     labels = manifest["label"].astype(object).where(manifest["label"].notna(), None).tolist()
-    table: dict[str, list[object]] = {
-        k: []
-        for k in ("target_id", "kind", "classes", "exemplars", "exemplar_scores", "exemplar_rows", "exemplar_labels")
-    }
+    class_of = [None if pd.isna(c) else int(c) for c in manifest["class_index"]]
+    per_class = Counter(class_of[r] for r in rows if class_of[r] is not None)
+    table: dict[str, list[object]] = {k: [] for k in _SCHEMA.names}
     used: set[int] = set()
     for t in targets:
         if t.kind == "filter":
@@ -115,12 +124,17 @@ def exemplars(
         table["exemplar_scores"].append([float(total[i]) for i in order])
         table["exemplar_rows"].append(picked)
         table["exemplar_labels"].append([labels[r] for r in picked])
+        table["exemplar_classes"].append([class_of[r] for r in picked])
+        table["class_photos"].append(None if t.kind == "filter" else sum(per_class[c] for c in t.classes))
     result = pa.Table.from_pydict(table, schema=_SCHEMA)
     info = {
         **software(),
         "top_k": top_k,
         "dataset": str(data),
         "candidates": len(rows),
+        "labelled": sum(per_class.values()),
+        "sources": sorted({str(v) for v in manifest["source"].iloc[rows].dropna()}),
+        "naturalness": {"photos": len(rows), **of_uint8(images[rows]).mean()},
         "images_sha256": recorded_sha256(data),
         "classifier": classifier_record(classifier),
     }
@@ -153,5 +167,7 @@ _SCHEMA = pa.schema(
         ("exemplar_scores", pa.list_(pa.float64())),
         ("exemplar_rows", pa.list_(pa.int64())),
         ("exemplar_labels", pa.list_(pa.string())),
+        ("exemplar_classes", pa.list_(pa.int64())),
+        ("class_photos", pa.int64()),
     ]
 )

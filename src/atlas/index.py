@@ -84,23 +84,25 @@ def _scores(paths: Sequence[Path]) -> tuple[dict[tuple[str, str], dict[str, Any]
     return rows, info
 
 
-def _exemplars(
-    path: Path | None, run_dir: Path
-) -> tuple[dict[str, tuple[list[str], list[float]]] | None, dict[str, Any]]:
+_EXEMPLAR_COLUMNS = ("exemplars", "exemplar_scores", "exemplar_classes", "class_photos")
+
+
+def _exemplars(path: Path | None, run_dir: Path) -> tuple[dict[str, dict[str, Any]] | None, dict[str, Any]]:
+    """target id -> its index columns from `atlas exemplars` (paths made relative to the run)."""
     if path is None:
         return None, {}
     table = read_table(
         path,
         "exemplars",
         "run `atlas exemplars` (snakemake does it)",
-        ("target_id", "exemplars", "exemplar_scores"),
+        ("target_id", *_EXEMPLAR_COLUMNS),
         "atlas exemplars",
     )
     folder = run_relative(path.parent, run_dir, "the exemplars")
-    out = {
-        row["target_id"]: ([str(folder / name) for name in row["exemplars"]], list(row["exemplar_scores"]))
-        for row in table.select(["target_id", "exemplars", "exemplar_scores"]).to_pylist()
-    }
+    out = {}
+    for row in table.select(["target_id", *_EXEMPLAR_COLUMNS]).to_pylist():
+        row["exemplars"] = [str(folder / name) for name in row["exemplars"]]
+        out[row.pop("target_id")] = row
     return out, _meta(table, EXEMPLARS_KEY)
 
 
@@ -156,9 +158,9 @@ def build_index(
                 raise AtlasError(
                     f"target {row['target_id']} has no exemplars in {exemplars}: rerun `atlas exemplars` with every target of the run"
                 )
-            out["exemplars"], out["exemplar_scores"] = ex[row["target_id"]]
+            out.update(ex[row["target_id"]])
         else:
-            out["exemplars"], out["exemplar_scores"] = [], []
+            out["exemplars"], out["exemplar_scores"], out["exemplar_classes"] = [], [], []
         run = runs[row["chunk"]]
         out["classifier_sha256"] = run.get("classifier", {}).get("sha256")
         out["decoder_sha256"] = (run.get("decoder") or {}).get("sha256")

@@ -7,7 +7,8 @@ from three places:
 - the generation records (`atlas generate`, merged by `atlas collect`): what the target is and how
   the image was made, with D's scores renamed `d_*`;
 - the scores of the atlas stage: D's top-5 labels, the independent judge classifier's view, the
-  robustness of D's score to small jitter, scale and flip, and the exemplars (real images of the
+  robustness of D's score to small jitter, scale and flip, the image's naturalness (saturation,
+  contrast, colourfulness), and the exemplars (real images of the
   extracted dataset that D scores highest for the class);
 - the run's provenance, the same on every row and also, complete, as JSON in the file's schema
   metadata under `PROVENANCE_KEY`.
@@ -49,6 +50,9 @@ SCORE_COLUMNS = (
     "robust_prob",
     "robust_prob_min",
     "robust_activation",
+    "saturation",
+    "rms_contrast",
+    "colourfulness",
 )
 
 _str = pa.string()
@@ -133,6 +137,11 @@ INDEX_COLUMNS: tuple[Column, ...] = (
         "robustness",
         "mean of D's target activation over the transformations, divided by d_activation",
     ),
+    # Naturalness of the saved image's colour and contrast (`atlas.naturalness`), to set beside the
+    # same figures of the dataset's photos (the provenance's exemplars.naturalness).
+    Column("saturation", _float, "naturalness", "mean HSV saturation of the image at 224 px; null when it failed"),
+    Column("rms_contrast", _float, "naturalness", "standard deviation of its grey level in [0, 1]"),
+    Column("colourfulness", _float, "naturalness", "Hasler and Suesstrunk's colourfulness (0-255 scale)"),
     # Exemplars: real images of the extracted dataset that D scores highest for the target.
     Column(
         "exemplars",
@@ -141,6 +150,15 @@ INDEX_COLUMNS: tuple[Column, ...] = (
         "PNG paths (relative to the run folder) of the top-k dataset images, best first",
     ),
     Column("exemplar_scores", _floats, "exemplars", "D's target activation on each exemplar"),
+    Column(
+        "exemplar_classes", _ints, "exemplars", "each exemplar's class index in the dataset; null where it has no label"
+    ),
+    Column(
+        "class_photos",
+        _int,
+        "exemplars",
+        "how many dataset photos are labelled with one of the target's classes; null for a filter or without exemplars",
+    ),
     # Provenance (the same on every row; complete in the schema metadata).
     Column("classifier", _str, "provenance", "D's name"),
     Column(

@@ -9,6 +9,8 @@ reproduced from the PNG alone. Three views of each image:
   size, then normalised the judge's way (`atlas.pixels.to_input`). An image that only fools D is
   adversarial noise; one that the judge also reads as the class carries features that transfer;
 - **robustness**: D's score after each transformation of a fixed, seeded set (`robustness_set`).
+
+And the image's naturalness (`atlas.naturalness`): saturation, RMS contrast, colourfulness.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from atlas.formatting import finite_or_none
 from atlas.image_scores import class_scores, score
 from atlas.io import read_table, sha256_file, write_table
 from atlas.metadata import classifier_record, software
+from atlas.naturalness import FIELDS, naturalness
 from atlas.pixels import load_png, to_input, to_rgb
 from atlas.schema import INDEX_SCHEMA, RECORDS, SCORE_COLUMNS, SCORES_KEY
 from atlas.targets import Target
@@ -219,6 +222,7 @@ def score_chunk(
         assert logits is not None
         js = class_scores(logits, targets)
         rob = robustness(classifier, targets, rgb, transforms)
+        nat = naturalness(rgb)
         for b, r in enumerate(batch):
             filt = r["kind"] == "filter"
             by_id[str(r["target_id"])] = {
@@ -229,6 +233,7 @@ def score_chunk(
                 "robust_prob": None if filt else _finite(float(rob.prob[b])),
                 "robust_prob_min": None if filt else _finite(float(rob.prob_min[b])),
                 "robust_activation": _finite(float(rob.activation[b])),
+                **{f: float(getattr(nat, f)[b]) for f in FIELDS},
             }
     for r in rows:
         got = by_id.get(str(r["target_id"]), {})
@@ -253,6 +258,7 @@ def inputs_of(
         "classifier": classifier_record(classifier),
         "judge": classifier_record(judge),
         "robustness": [asdict(t) for t in transforms],
+        "columns": list(SCORE_COLUMNS),  # a scores file of an older layout is made again
     }
 
 

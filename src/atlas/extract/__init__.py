@@ -42,6 +42,7 @@ _EXPORTS = {
     "ExtractConfig": "config",
     "Candidate": "sources",
     "imagenet_wnids": "classes",
+    "imagenet_class_names": "classes",
     "parse_classes": "classes",
     "parse_wnids": "classes",
 }

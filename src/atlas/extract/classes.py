@@ -30,6 +30,17 @@ def imagenet_wnids() -> list[str]:
     return wnids
 
 
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names in the standard order: torchvision's list, shipped as
+    atlas/imagenet_classes.txt (a test checks it against torchvision's) so that loading an
+    embedded classifier does not import torchvision (about 1.7 CPU-s a process)."""
+    text = importlib.resources.files("atlas").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
+    names = text.splitlines()
+    if len(names) != 1000:
+        raise AtlasError("atlas/imagenet_classes.txt is damaged (need 1000 class names): reinstall atlas")
+    return names
+
+
 def parse_classes(spec: str) -> list[int]:
     """Parse `--classes` ("151-268", "1,5,9", "0-9,500") into sorted unique 0-based class indices."""
     out: set[int] = set()

@@ -23,6 +23,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
 from atlas.errors import AtlasError
+from atlas.extract.classes import imagenet_class_names
 from atlas.formatting import finite_or_none
 from atlas.site.views import TargetView, inside
 
@@ -95,6 +96,7 @@ def copy_images(
     thumbnail and each exemplar's JPEG, and set in every row: `full`, `thumb`, `png` (the exact
     original), `width`, `height`, `site_exemplars`."""
     exemplars: dict[str, dict[str, Any]] = {}
+    names = imagenet_class_names()
     jobs = [(t, m, r) for t in targets for m, r in t.rows.items()]
     for t, method, row in tqdm(jobs, desc="site images", unit="img", mininterval=2):
         mslug = row["mslug"] = methods[method]
@@ -113,9 +115,9 @@ def copy_images(
             _jpeg(rgb, inside(tmp, row["thumb"]), THUMB_QUALITY)
             row["png"] = _original(src, out, tmp, f"{PNG_DIR}/{mslug}/{t.slug}{_ext(src)}" if png else None)
         row["site_exemplars"] = []
-        for rel, score in zip(
-            row["exemplars"] or [], row["exemplar_scores"] or [None] * len(row["exemplars"] or []), strict=False
-        ):
+        rels = row["exemplars"] or []
+        classes = row.get("exemplar_classes") or [None] * len(rels)
+        for rel, score, cls in zip(rels, row["exemplar_scores"] or [None] * len(rels), classes, strict=False):
             if rel not in exemplars:
                 src = source(run_dir, rel, "exemplar")
                 stem = hashlib.sha256(rel.encode()).hexdigest()[:16]
@@ -136,7 +138,9 @@ def copy_images(
                     "original_size": f"{size[0]}x{size[1]}",
                     "name": rel.rsplit("/", 1)[-1],
                 }
-            row["site_exemplars"].append({**exemplars[rel], "score": finite_or_none(score)})
+            known = cls is not None and 0 <= cls < len(names)
+            cls_name = names[cls] if known else None
+            row["site_exemplars"].append({**exemplars[rel], "score": finite_or_none(score), "class_name": cls_name})
 
 
 def site_bytes(root: Path) -> int:

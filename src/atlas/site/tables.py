@@ -172,6 +172,37 @@ def comparison(targets: list[TargetView], methods: list[str]) -> list[Comparison
     return rows
 
 
+NATURALNESS_COLUMNS = (
+    ("saturation", "saturation", "mean HSV saturation, (max - min) / max of R, G, B"),
+    ("rms_contrast", "RMS contrast", "standard deviation of the grey level in [0, 1]"),
+    ("colourfulness", "colourfulness", "Hasler and Suesstrunk's colourfulness, 0-255 scale"),
+)
+
+
+def naturalness_table(
+    targets: list[TargetView], methods: list[str], reference: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Per method, the mean naturalness of its images (all kinds of target), each with its ratio to
+    the dataset's photos' (`reference`, the exemplars' record) where there is one; the photos' own
+    row last."""
+    rows = []
+    for m in methods:
+        got = [t.rows[m] for t in targets if m in t.rows and not t.rows[m]["failed"]]
+        means = [_stats([r.get(k) for r in got])[0] for k, _, _ in NATURALNESS_COLUMNS]
+        if not got or all(v is None for v in means):
+            continue
+        cells = []
+        for (k, _, _), v in zip(NATURALNESS_COLUMNS, means, strict=True):
+            ref = (reference or {}).get(k)
+            ratio = f"{v / ref:.2f}x" if v is not None and ref else None
+            cells.append((number(v), ratio))
+        rows.append({"method": m, "n": len(got), "cells": cells, "reference": False})
+    if reference and reference.get("photos"):
+        cells = [(number(reference.get(k)), None) for k, _, _ in NATURALNESS_COLUMNS]
+        rows.append({"method": "the dataset's photos", "n": reference["photos"], "cells": cells, "reference": True})
+    return rows
+
+
 FAILURES_SHOWN = 50  # the classes listed per method on failures.html
 
 
@@ -268,6 +299,31 @@ def summary(targets: list[TargetView], methods: list[str]) -> list[dict[str, Any
     return sections
 
 
+def exemplar_note(t: TargetView, info: dict[str, Any] | None) -> str | None:
+    """Where a target's exemplars come from, said plainly: the dataset's size and sources, and for a
+    class or pair whether any of its photos is labelled with the target's class at all (when none
+    is, the exemplars are the photos D scores highest, not photos of the class)."""
+    if not info or not info.get("candidates") or not any(r.get("exemplars") for r in t.rows.values()):
+        return None
+    n = int(info["candidates"])
+    sources = ", ".join(info.get("sources") or []) or "unknown source"
+    text = f"The {n} photos of the run's dataset ({sources}) ranked by D's activation for the target; "
+    if t.kind == "filter":
+        return text + "the photos that drive the filter hardest."
+    counts = [int(r["class_photos"]) for r in t.rows.values() if r.get("class_photos") is not None]
+    if not counts:
+        return text.rstrip("; ") + "."
+    k = counts[0]
+    if not info.get("labelled"):
+        return text + "the dataset's photos carry no class labels, so these need not show the class."
+    if k == 0:
+        return (
+            text + f"none of them is labelled {t.label}: these are the photos D scores highest for it, "
+            "not photos of the class."
+        )
+    return text + f"{k} of them {'is' if k == 1 else 'are'} labelled {t.label}."
+
+
 def _top5(ids: list[int] | None, labels: list[str] | None) -> str | None:
     if not ids:
         return None
@@ -294,6 +350,9 @@ def score_table(t: TargetView, methods: list[str]) -> list[tuple[str, list[str]]
         row("robust probability (mean)", lambda r: r["robust_prob"], percent),
         row("robust probability (min)", lambda r: r["robust_prob_min"], percent),
         row("robust activation (ratio)", lambda r: r["robust_activation"]),
+        row("saturation", lambda r: r.get("saturation")),
+        row("RMS contrast", lambda r: r.get("rms_contrast")),
+        row("colourfulness", lambda r: r.get("colourfulness")),
         row("final loss", lambda r: r["final_loss"]),
         row("steps", lambda r: r["steps"]),
         row("seed", lambda r: r["seed"]),
