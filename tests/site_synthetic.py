@@ -114,13 +114,15 @@ def synthetic_index(
     overrides: Mapping[tuple[str, str], Mapping[str, object]] | None = None,
     classes: Sequence[int] | None = None,
     style: str = "flat",
+    seeds: int = 1,
 ) -> Path:
     """Write run_dir/index.parquet and its images; return the index path.
 
     `failed`: (method, target_id) pairs recorded as failed (no image). `filters`: layer -> channels.
     `overrides`: (method, target_id) -> column values that replace the made-up ones (set last,
     after a failed row's), for tests that need known scores. `classes`: the class indices (default
-    0 .. n_classes - 1). `style`: "flat" or "noisy" images (see the module's docstring).
+    0 .. n_classes - 1). `style`: "flat" or "noisy" images (see the module's docstring). `seeds`: the
+    class targets drawn from this many seeds (the others from one), diversity 0.1 x the class.
     """
     labels = labels or {}
     filters = {"features.3": 2} if filters is None else filters
@@ -175,7 +177,14 @@ def synthetic_index(
                         {"layer": layer, "channel": ch, "channels": [ch]},
                     )
                 )
-        for j, (tid, kind, label, extra) in enumerate(targets):
+        seeded = []
+        for tid, kind, label, extra in targets:
+            for k in range(seeds if kind == "class" else 1):
+                more = {"base_id": tid, "seed_index": k}
+                if seeds > 1 and kind == "class":
+                    more["diversity"] = 0.1 * int(extra["class_index"])  # type: ignore[call-overload]
+                seeded.append((f"{tid}-seed{k}" if k else tid, kind, label, {**extra, **more}))
+        for j, (tid, kind, label, extra) in enumerate(seeded):
             row = _row(tid, method, kind, label, rng, **extra)
             if (method, tid) in bad:
                 row.update(

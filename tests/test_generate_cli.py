@@ -312,6 +312,30 @@ def test_an_attempt_changes_that_targets_seed_alone_and_keeps_the_earlier_reason
     assert history == [{"attempt": 0, "seed": int(a["seed"][1]), "reason": "loss became nan at step 1"}]
 
 
+def test_seeds_draw_each_target_several_times_and_seed_0_is_the_one_seed_image(tmp_path, capsys) -> None:
+    args = ["--classifier", "torchvision:resnet18", "--weights", "random", "--method", "pixel"]
+    args += ["--targets", "class:1,2", "--steps", "2", "--image-size", "32"]
+    one, three = tmp_path / "one", tmp_path / "three"
+    assert run(capsys, *args, "--out", str(one))[0] == 0
+    assert run(capsys, *args, "--seeds", "3", "--chunk-size", "4", "--out", str(three))[0] == 0
+    rec = pd.read_parquet(three / "records.parquet")
+    assert list(rec["target_id"]) == [
+        "class-0001",
+        "class-0001-seed1",
+        "class-0001-seed2",
+        "class-0002",
+        "class-0002-seed1",
+        "class-0002-seed2",
+    ]
+    assert list(rec["seed_index"]) == [0, 1, 2, 0, 1, 2] and rec["seed"].nunique() == 6
+    assert list(rec["class_index"]) == [1, 1, 1, 2, 2, 2]
+    for tid in ("class-0001", "class-0002"):  # the same picture as a one-seed run's
+        assert (one / f"{tid}.png").read_bytes() == (three / f"{tid}.png").read_bytes()
+    assert (three / "class-0001.png").read_bytes() != (three / "class-0001-seed1.png").read_bytes()
+    code, err = run(capsys, *args, "--seeds", "0", "--out", str(tmp_path / "bad"))
+    assert code == 2 and "--seeds must be at least 1" in err and not (tmp_path / "bad").exists()
+
+
 def test_a_malformed_attempt_is_a_one_line_error(tmp_path, capsys) -> None:
     code, err = run(
         capsys, "--method", "pixel", "--targets", "class:1", "--attempt", "class-0001", "--out", str(tmp_path / "o")

@@ -118,6 +118,31 @@ def test_the_index_joins_records_scores_and_exemplars(run_copy: Path) -> None:
     assert not list(run_copy.glob(".index.parquet*")), "temporary file left behind"
 
 
+def test_a_targets_seeds_are_rows_of_their_own_that_share_its_id_and_exemplars(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    chunk = make_chunk(run / "generate/pixel/class/chunk-0000", ["class:1,2"], seeds=2)
+    collect([chunk / "records.parquet"], run, run / "records.parquet")
+    score_into(chunk, run / "scores" / "pixel" / "class" / "chunk-0000.parquet")
+    rng = np.random.default_rng(0)
+    data = write_dataset(run / "dataset", rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
+    exemplars(tiny_classifier(), data, parse_specs(["class:1,2"]), 2, run / "exemplars")
+    table = build_index(
+        run,
+        run / "records.parquet",
+        [run / "scores/pixel/class/chunk-0000.parquet"],
+        run / "exemplars/exemplars.parquet",
+    ).to_pylist()
+    got = [(r["target_id"], r["base_id"], r["seed_index"]) for r in table]
+    assert got == [
+        ("class-0001", "class-0001", 0),
+        ("class-0001-seed1", "class-0001", 1),
+        ("class-0002", "class-0002", 0),
+        ("class-0002-seed1", "class-0002", 1),
+    ]
+    assert table[0]["exemplars"] == table[1]["exemplars"] and table[0]["exemplars"]
+    assert table[0]["diversity"] == table[1]["diversity"] and table[0]["diversity"] is not None
+
+
 def test_without_exemplars_the_lists_are_empty(tiny_run: Path) -> None:
     table = build_index(tiny_run, tiny_run / "records.parquet", scores_of(tiny_run))
     assert all(row["exemplars"] == [] for row in table.to_pylist())

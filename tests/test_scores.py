@@ -13,7 +13,7 @@ from PIL import Image
 
 from atlas.cli import main
 from atlas.errors import AtlasError
-from atlas.image_scores import class_scores, score
+from atlas.image_scores import class_scores, diversity, logits_and_features, score
 from atlas.naturalness import of_uint8
 from atlas.pixels import to_input, to_rgb
 from atlas.schema import SCORES_KEY
@@ -162,6 +162,32 @@ def test_score_chunk_reproduces_d_and_scores_under_the_judge(chunk: Path) -> Non
         assert row["saturation"] == pytest.approx(float(nat.saturation[0]))
         assert row["rms_contrast"] == pytest.approx(float(nat.rms_contrast[0]))
         assert row["colourfulness"] == pytest.approx(float(nat.colourfulness[0]))
+
+
+def test_a_target_drawn_from_several_seeds_gets_the_diversity_of_their_images(tmp_path: Path) -> None:
+    chunk = make_chunk(tmp_path / "chunk-0000", ["class:1,2", "filter:act:0"], seeds=3)
+    d, judge = tiny_classifier(), tiny_classifier(seed=7, size=24)
+    rows = {r["target_id"]: r for r in score_chunk(d, judge, chunk, ()).to_pylist()}
+    assert len(rows) == 9
+    records = {r["target_id"]: r for r in pq.read_table(chunk / "records.parquet").to_pylist()}
+    for base in ("class-0001", "class-0002", "filter-act-0000"):
+        ids = [base, f"{base}-seed1", f"{base}-seed2"]
+        pixels = np.stack([np.asarray(Image.open(chunk / records[i]["image"]).convert("RGB")) for i in ids])
+        _, feats = logits_and_features(judge, to_input(judge, to_rgb(torch.from_numpy(pixels))))
+        assert feats is not None and feats.shape[0] == 3
+        want = diversity(feats)
+        assert want > 0
+        assert [rows[i]["diversity"] for i in ids] == pytest.approx([want] * 3)
+    one = make_chunk(tmp_path / "chunk-one", ["class:1"])
+    assert score_chunk(d, judge, one, ()).to_pylist()[0]["diversity"] is None
+
+
+def test_diversity_is_the_mean_pairwise_cosine_distance() -> None:
+    same = torch.tensor([[1.0, 2.0], [2.0, 4.0]])
+    assert diversity(same) == pytest.approx(0.0)
+    assert diversity(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])) == pytest.approx((1 + 1 + 2) / 3)
+    with pytest.raises(ValueError):
+        diversity(same[:1])
 
 
 def test_failed_targets_get_no_scores(chunk: Path, tmp_path: Path) -> None:

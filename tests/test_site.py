@@ -492,6 +492,26 @@ def test_a_class_page_says_whether_its_exemplars_are_photos_of_the_class(site: P
     assert "<figcaption>tench<br>" in captions and "<figcaption>unlabelled<br>" in captions
 
 
+def test_a_class_page_shows_the_targets_seeds_together(tmp_path: Path) -> None:
+    index = synthetic_index(tmp_path / "run", methods=("fourier", "maco"), pairs=(), filters={}, seeds=3)
+    site = tmp_path / "site"
+    assert main(["site", "--index", str(index), "--out", str(site)]) == 0
+    pages = sorted(p.name for p in site.glob("class-*.html"))
+    assert pages == [f"class-{c:04d}.html" for c in range(4)]  # one page per target, not per seed
+    text = (site / "class-0002.html").read_text(encoding="utf-8")
+    seeds = text.split("<h2>Seeds</h2>", 1)[1].split("<h2>", 1)[0]
+    for m in ("fourier", "maco"):
+        for k in (1, 2):
+            assert f'src="thumbs/{m}/class-0002-seed{k}.jpg"' in seeds
+            assert (site / "images" / m / f"class-0002-seed{k}.jpg").is_file()
+        assert f'src="thumbs/{m}/class-0002.jpg"' in seeds
+    assert "diversity 0.2" in seeds
+    # The grid and the comparison count each target once (seed 0).
+    assert [r[0] for r in grid_data(site)["rows"]] == [f"class-{c:04d}" for c in range(4) for _ in range(2)]
+    head, *rows = dict(tables(site / "summary.html"))["comparison"]
+    assert [r[1] for r in rows] == ["4", "4"]
+
+
 def test_the_summary_describes_each_known_method_in_the_site_order(tmp_path: Path) -> None:
     names = ("maco", "pixel", "new-method", "scratch", "fourier", "pretrained")
     index = synthetic_index(tmp_path / "run", methods=names, pairs=(), filters={})

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from atlas.errors import AtlasError
-from atlas.targets import Target, check_targets, parse_specs
+from atlas.targets import Target, check_targets, parse_specs, seeded_id, with_seeds
 from tests.tiny import tiny_classifier
 
 
@@ -52,6 +52,25 @@ def test_seeds_depend_on_the_target_and_run_seed_only() -> None:
     a, b = Target("class", (1,)), Target("class", (2,))
     assert a.seed(0) == Target("class", (1,)).seed(0)
     assert a.seed(0) != b.seed(0) and a.seed(0) != a.seed(1)
+
+
+def test_a_targets_seeds_are_targets_of_their_own_and_seed_0_is_the_target() -> None:
+    t = Target("class", (285,))
+    seeds = with_seeds([t, Target("filter", layer="features.9", channels=(3,))], 3)
+    assert [s.id for s in seeds] == [
+        "class-0285",
+        "class-0285-seed1",
+        "class-0285-seed2",
+        "filter-features.9-0003",
+        "filter-features.9-0003-seed1",
+        "filter-features.9-0003-seed2",
+    ]
+    assert seeds[0] == t and seeds[0].seed(0) == t.seed(0)  # one seed: as before seeds existed
+    assert len({s.seed(0) for s in seeds}) == 6
+    assert {s.base_id for s in seeds[:3]} == {"class-0285"}
+    assert seeded_id("pair-0001+0002", 4) == "pair-0001+0002-seed4"
+    with pytest.raises(AtlasError, match="--seeds must be at least 1"):
+        with_seeds([t], 0)
 
 
 def test_targets_are_checked_against_the_classifier() -> None:

@@ -100,3 +100,28 @@ def test_on_in_the_default_presets_off_in_the_papers() -> None:
         assert settings_for(m, "default").transforms is True, m
     # the field's methods keep their own authors' setting, which is on
     assert settings_for("fourier", "paper").transforms and settings_for("maco", "paper").transforms
+
+
+def test_crops_show_a_square_of_the_image_that_stays_inside_it() -> None:
+    size = 64
+    # A ramp in x and one in y: a crop's mean is its centre, its range its side.
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    image = torch.stack([xs, ys, xs * 0]).unsqueeze(0).repeat(50, 1, 1, 1).double()
+    t = RandomTransforms(
+        TransformSpec.crops(0.4, rotate=0.0), list(range(50)), torch.zeros(3), torch.device("cpu"), size
+    )
+    params = t.next_params()
+    out = apply(image, params, t.spec, torch.zeros(3))
+    sides = 1 / params[:, 2]
+    assert ((sides >= 0.4) & (sides <= 1)).all() and sides.min() < 0.5 and sides.max() > 0.9
+    for b in range(50):
+        x, y = out[b, 0], out[b, 1]
+        side = float(sides[b]) * size
+        centre = size / 2 + params[b, 0:2]
+        assert float(x.mean()) == pytest.approx(float(centre[0]), abs=0.5)
+        assert float(y.mean()) == pytest.approx(float(centre[1]), abs=0.5)
+        assert float(x.max() - x.min()) == pytest.approx(side * (1 - 1 / size), abs=1.0)
+        # inside the image: the fill (0) never shows beyond bilinear sampling at the very edge
+        assert x.min() > 0.45 and x.max() < size - 0.45
+    with pytest.raises(ValueError, match="smallest crop"):
+        TransformSpec.crops(0.0)

@@ -279,6 +279,29 @@ def test_a_method_can_draw_its_own_classes(tmp_path: Path) -> None:
     assert exemplars and "--targets class:0,1,2,3,9,500 " in exemplars.group(0)
 
 
+def test_a_method_with_seeds_passes_them_to_its_jobs_and_batches_them_together(tmp_path: Path) -> None:
+    """methods.<m>.seeds: fourier's jobs get --seeds 3 and batches of targets x seeds; a method
+    with one seed keeps the command it always had (no --seeds), so its finished jobs stay done."""
+
+    def change(cfg: dict[str, Any]) -> None:
+        for method in METHODS:
+            cfg["methods"][method]["enabled"] = method in ("pixel", "fourier")
+        cfg["methods"]["fourier"].update(seeds=3, chunk_size=1000, batch_size=None)
+        cfg["methods"]["pixel"].update(chunk_size=1000, batch_size=None)
+        cfg.update(classes=["0-1"], pairs=[], filters=[])
+
+    write_config(tmp_path, change)
+    commands = _generate_commands(ok(snakemake(tmp_path, "-n", "-p")))
+    assert " --seeds 3 " in commands["generate_fourier_class_0000"]
+    assert "--chunk-size 6 " in commands["generate_fourier_class_0000"]
+    assert "--seeds" not in commands["generate_pixel_class_0000"]
+    assert "--chunk-size 2 " in commands["generate_pixel_class_0000"]
+    chunk = plan_chunks("fourier", "class", class_targets([0, 1]), 1000, seeds=2)[0]
+    assert chunk.ids == ["class-0000", "class-0000-seed1", "class-0001", "class-0001-seed1"] and chunk.size == 4
+    with pytest.raises(AtlasError, match="seeds must be at least 1"):
+        plan_chunks("fourier", "class", class_targets([0]), 8, seeds=0)
+
+
 def _generate_commands(text: str) -> dict[str, str]:
     """A dry run's (`-n -p`) generation jobs: job name -> its `atlas generate` command."""
     jobs = re.findall(r"^rule (generate_\w+):\n(?:.*\n)*?Shell command: (.*)$", text, re.M)

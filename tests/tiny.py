@@ -108,14 +108,14 @@ def write_dataset(
     return folder
 
 
-def make_chunk(folder: Path, specs: list[str], seed: int = 0) -> Path:
-    """A real chunk folder: `atlas generate` (pixel, 2 steps) with `tiny_classifier()`."""
+def make_chunk(folder: Path, specs: list[str], seed: int = 0, seeds: int = 1) -> Path:
+    """A real chunk folder: `atlas generate` (pixel, 2 steps) with `tiny_classifier()`, each target
+    drawn from `seeds` seeds."""
     from atlas.generate import GenerateConfig, generate
     from atlas.methods import settings_for
-    from atlas.targets import parse_specs
+    from atlas.targets import parse_specs, with_seeds
 
     settings = settings_for("pixel", "default", {"steps": "2"})
-    generate(
-        tiny_classifier(), parse_specs(specs), GenerateConfig(settings=settings, seed=seed), folder, torch.device("cpu")
-    )
+    targets = with_seeds(parse_specs(specs), seeds)
+    generate(tiny_classifier(), targets, GenerateConfig(settings=settings, seed=seed), folder, torch.device("cpu"))
     return folder

@@ -162,7 +162,12 @@ def random_transforms(
     if not settings.transforms:
         return None
     grey = classifier.normalise(torch.full((1, 3, 1, 1), 0.5)).flatten()
-    return RandomTransforms(TransformSpec(rotate=settings.rotate), seeds, grey, device)
+    spec = (
+        TransformSpec.crops(settings.crop, settings.rotate)
+        if settings.crop > 0
+        else TransformSpec(rotate=settings.rotate)
+    )
+    return RandomTransforms(spec, seeds, grey, device, classifier.input_size)
 
 
 def _curve(loss: torch.Tensor) -> list[float]:
@@ -325,6 +330,7 @@ def _record(
     return {
         "target_id": t.id,
         "kind": t.kind,
+        "seed_index": t.seed_index,
         "method": s.method,
         "classifier": classifier.name,
         "class_index": t.classes[0] if t.kind == "class" else None,

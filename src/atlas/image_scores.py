@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from atlas.classifier import Classifier
 from atlas.targets import Target
@@ -42,6 +43,37 @@ def class_scores(logits: torch.Tensor, targets: Sequence[Target]) -> Scores:
             prob[b] = probs[b, cls].sum()
             rank[b] = min(int((order[b] == c).nonzero()) + 1 for c in cls)
     return Scores(activation=activation, prob=prob, rank=rank, top5=order[:, :5].clone())
+
+
+@torch.no_grad()
+def logits_and_features(classifier: Classifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The logits of `x` (B, C) and the penultimate features (B, F): the input of the classifier's
+    last linear layer, flattened; None for a classifier without one."""
+    linears = [m for m in classifier.model.modules() if isinstance(m, nn.Linear)]
+    got: list[torch.Tensor] = []
+    hook = (
+        linears[-1].register_forward_pre_hook(lambda _m, inp: got.append(inp[0].detach().flatten(1)))
+        if linears
+        else None
+    )
+    try:
+        logits = classifier.forward(x, need_logits=True).logits
+    finally:
+        if hook is not None:
+            hook.remove()
+    assert logits is not None
+    return logits, (got[-1].float().cpu() if got else None)
+
+
+def diversity(features: torch.Tensor) -> float:
+    """The mean pairwise cosine distance (1 - cosine similarity) of features (N, F), N >= 2: 0 when
+    the images are the same to the network, up to 2."""
+    if len(features) < 2:
+        raise ValueError("diversity needs at least two images")
+    unit = nn.functional.normalize(features.double(), dim=1)
+    sim = unit @ unit.T
+    n = len(features)
+    return float((1 - sim)[~torch.eye(n, dtype=torch.bool)].mean())
 
 
 @torch.no_grad()

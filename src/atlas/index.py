@@ -38,6 +38,7 @@ from atlas.schema import (
     SCORES_KEY,
     check_index,
 )
+from atlas.targets import seeded_id
 
 log = logging.getLogger(__name__)
 
@@ -150,15 +151,19 @@ def build_index(
         out = {c: finite_or_none(row.get(c)) for c in cols}
         for old, new in _RENAMED.items():
             out[new] = finite_or_none(row[old])
+        k = int(row.get("seed_index") or 0)
+        suffix = seeded_id("", k)
+        out["seed_index"] = k
+        out["base_id"] = row["target_id"][: -len(suffix)] if suffix else row["target_id"]
         if out["d_rank"] is not None and out["d_rank"] < 1:
             out["d_rank"] = None  # -1: a filter, or a failed target
         out.update({c: by_key[key][c] for c in _SCORE_COLUMNS})
         if ex is not None:
-            if row["target_id"] not in ex:
+            if out["base_id"] not in ex:
                 raise AtlasError(
-                    f"target {row['target_id']} has no exemplars in {exemplars}: rerun `atlas exemplars` with every target of the run"
+                    f"target {out['base_id']} has no exemplars in {exemplars}: rerun `atlas exemplars` with every target of the run"
                 )
-            out.update(ex[row["target_id"]])
+            out.update(ex[out["base_id"]])  # a target's seeds share its exemplars
         else:
             out["exemplars"], out["exemplar_scores"], out["exemplar_classes"] = [], [], []
         run = runs[row["chunk"]]

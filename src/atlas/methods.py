@@ -41,6 +41,10 @@ Fields (all methods):
                    steps (D runs at that size natively; 0: never); the image itself and the last
                    steps stay at D's own size
   coarse_fraction  the share of the steps run at `coarse_size`, 0..1
+  crop             with `transforms`: instead of lucid's set, each step D sees a random square crop
+                   of side `crop`..1 of the image (0: lucid's set)
+  contrast         maco: the standard deviation each image is standardised to before the colour
+                   recorrelation and the sigmoid (MACO's own: 1)
 """
 
 from __future__ import annotations
@@ -98,6 +102,8 @@ class MethodSettings:
     decay: float = 1.0
     coarse_size: int = 0
     coarse_fraction: float = 0.0
+    contrast: float = 1.0
+    crop: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -127,6 +133,12 @@ class MethodSettings:
             raise AtlasError(
                 f"coarse_size is D's input side during the coarse steps, 8..1024 px or 0 (off); got {self.coarse_size}"
             )
+        if not (0 < self.contrast <= 10 and math.isfinite(self.contrast)):
+            raise AtlasError(
+                f"contrast is the maco image's standard deviation before the sigmoid, 0..10; got {self.contrast}"
+            )
+        if not 0 <= self.crop <= 1:
+            raise AtlasError(f"crop is the smallest crop's share of the image's side, 0..1 (0: off); got {self.crop}")
         if not 0 <= self.coarse_fraction <= 1:
             raise AtlasError(f"coarse_fraction is a share of the steps, 0..1; got {self.coarse_fraction}")
 

@@ -381,7 +381,7 @@ class FourierImage(_Spectral):
 
 class MagnitudeFourier(_Spectral):
     """MACO (Fel et al. 2023): the spectrum's magnitude is fixed to that of natural photos, only
-    its phase is optimised (init N(0, 1)); `irfft2`, each image standardised, colour-recorrelated,
+    its phase is optimised (init uniform); `irfft2`, each image standardised, colour-recorrelated,
     sigmoid to RGB. The magnitude is `photo_magnitude` of the run's photos, or the 1/f law where
     there are none. Fixing the magnitude keeps the image's energy at every scale where photos have
     it, so the optimiser cannot pour it into the high frequencies an adversarial pattern needs."""
@@ -402,7 +402,14 @@ class MagnitudeFourier(_Spectral):
         if tuple(magnitude.shape) != shape:
             raise ValueError(f"the magnitude spectrum is {tuple(magnitude.shape)}, the image needs {shape}")
         self.magnitude = magnitude.float().to(device)[None]
-        self.phase = nn.Parameter(per_target(seeds, lambda g: torch.randn(shape, generator=g)).to(device))
+        # Uniform phases: every coefficient's phase equally likely. MACO's reference code draws them
+        # from N(0, 1), whose mean cosine is exp(-1/2): then every coefficient adds up in phase at
+        # the origin, and the image starts with a bright spot of a third of its energy in its
+        # corners (the origin of a periodic image), which standardising then leaves the rest of the
+        # image too little contrast for.
+        self.phase = nn.Parameter(
+            per_target(seeds, lambda g: (torch.rand(shape, generator=g) * 2 - 1) * math.pi).to(device)
+        )
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.phase]
@@ -410,4 +417,4 @@ class MagnitudeFourier(_Spectral):
     def images(self, noise: bool = True) -> torch.Tensor:
         spec = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
         x = torch.fft.irfft2(spec, s=(self.size, self.size), norm="ortho")
-        return self._colour(standardise(x))
+        return self._colour(self.settings.contrast * standardise(x))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from atlas.errors import AtlasError
 from atlas.targets import KINDS as TARGET_KINDS
-from atlas.targets import class_id, filter_id, parse_range
+from atlas.targets import class_id, filter_id, parse_range, seeded_id
 
 # Every classifier Atlas resolves (efficientnet-lite0/2, torchvision:<name>) is an ImageNet-1k one.
 NUM_CLASSES = 1000
@@ -48,6 +48,7 @@ class Chunk:
     index: int
     targets: tuple[PlannedTarget, ...]
     layer: str | None = None
+    seeds: int = 1  # each target drawn from this many seeds (atlas.targets.with_seeds), all in this chunk
 
     @property
     def name(self) -> str:
@@ -65,7 +66,13 @@ class Chunk:
 
     @property
     def ids(self) -> list[str]:
-        return [t.id for t in self.targets]
+        """The target ids the chunk's records hold: each target's seeds, side by side."""
+        return [seeded_id(t.id, k) for t in self.targets for k in range(self.seeds)]
+
+    @property
+    def size(self) -> int:
+        """Images the chunk makes: its targets times their seeds."""
+        return len(self.targets) * self.seeds
 
     def specs(self) -> list[str]:
         """`--targets` SPECs naming exactly this chunk's targets, for `atlas generate`."""
@@ -161,7 +168,9 @@ def chunk_bin(target: PlannedTarget, chunk_size: int) -> tuple[str | None, int]:
     return None, min(target.classes) // chunk_size
 
 
-def plan_chunks(method: str, kind: str, targets: Sequence[PlannedTarget], chunk_size: int) -> list[Chunk]:
+def plan_chunks(
+    method: str, kind: str, targets: Sequence[PlannedTarget], chunk_size: int, seeds: int = 1
+) -> list[Chunk]:
     """Group `targets` into stable chunks: bins of `chunk_size` consecutive indices (`chunk_bin`).
 
     A chunk holds at most `chunk_size` targets, and which chunk a target is in depends on its own
@@ -169,13 +178,19 @@ def plan_chunks(method: str, kind: str, targets: Sequence[PlannedTarget], chunk_
     redoes that one job per method. (Sparse targets make small chunks: 13 classes spread over
     0..676 in bins of 8 are 13 chunks of one; a sparse config sets a larger chunk_size.) Chunks are in
     index order; filter chunks by layer in the order the layers are listed, then by index; the
-    targets of a chunk keep their order in `targets`.
+    targets of a chunk keep their order in `targets`. With `seeds` > 1, each target's seeds are
+    made in its own chunk, so a chunk makes up to `chunk_size` x `seeds` images.
     """
     if chunk_size < 1:
         raise AtlasError(f"methods.{method}.chunk_size must be at least 1, got {chunk_size}")
+    if seeds < 1:
+        raise AtlasError(f"methods.{method}.seeds must be at least 1, got {seeds}")
     bins: dict[tuple[str | None, int], list[PlannedTarget]] = {}
     for t in targets:
         bins.setdefault(chunk_bin(t, chunk_size), []).append(t)
     layer_order = {layer: i for i, layer in enumerate(dict.fromkeys(t.layer for t in targets))}
     keys = sorted(bins, key=lambda k: (layer_order[k[0]], k[1]))
-    return [Chunk(method=method, kind=kind, index=i, targets=tuple(bins[(layer, i)]), layer=layer) for layer, i in keys]
+    return [
+        Chunk(method=method, kind=kind, index=i, targets=tuple(bins[(layer, i)]), layer=layer, seeds=seeds)
+        for layer, i in keys
+    ]

@@ -53,6 +53,7 @@ SCORE_COLUMNS = (
     "saturation",
     "rms_contrast",
     "colourfulness",
+    "diversity",
 )
 
 _str = pa.string()
@@ -91,6 +92,13 @@ INDEX_COLUMNS: tuple[Column, ...] = (
     Column("layer", _str, "target", "a filter target's layer name; null otherwise"),
     Column("channel", _int, "target", "a filter target's channel; null otherwise"),
     Column("channels", _ints, "target", "a filter target's channels; empty otherwise"),
+    Column(
+        "seed_index",
+        _int,
+        "target",
+        "which of the target's seeds (0 .. the method's seeds - 1); seed k >= 1 has -seed<k> at the end of its id",
+    ),
+    Column("base_id", _str, "target", "the target id without its seed: the same for all of a target's seeds"),
     Column("image", _str, "target", "the PNG, relative to the run folder; null when the target failed"),
     Column("image_size", _int, "target", "the image's side in pixels (D's input size)"),
     # How it was made.
@@ -142,6 +150,13 @@ INDEX_COLUMNS: tuple[Column, ...] = (
     Column("saturation", _float, "naturalness", "mean HSV saturation of the image at 224 px; null when it failed"),
     Column("rms_contrast", _float, "naturalness", "standard deviation of its grey level in [0, 1]"),
     Column("colourfulness", _float, "naturalness", "Hasler and Suesstrunk's colourfulness (0-255 scale)"),
+    Column(
+        "diversity",
+        _float,
+        "judge",
+        "a target drawn from several seeds: mean pairwise cosine distance of the judge's penultimate features "
+        "of its seeds' images (the same on each); null with one seed",
+    ),
     # Exemplars: real images of the extracted dataset that D scores highest for the target.
     Column(
         "exemplars",

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from atlas.classifier import Classifier
 from atlas.errors import AtlasError
 from atlas.formatting import finite_or_none
-from atlas.image_scores import class_scores, score
+from atlas.image_scores import class_scores, diversity, logits_and_features, score
 from atlas.io import read_table, sha256_file, write_table
 from atlas.metadata import classifier_record, software
 from atlas.naturalness import FIELDS, naturalness
@@ -155,6 +155,7 @@ def _target(row: dict[str, Any]) -> Target:
         classes=tuple(row["classes"] or ()),
         layer=row["layer"],
         channels=tuple(row["channels"] or ()),
+        seed_index=int(row.get("seed_index") or 0),
     )
 
 
@@ -210,6 +211,7 @@ def score_chunk(
     out: dict[str, list[object]] = {c: [] for c in SCORE_COLUMNS}
     ok = [r for r in rows if not r["failed"]]
     by_id: dict[str, dict[str, object]] = {}
+    features: dict[str, torch.Tensor] = {}
     for start in tqdm(range(0, len(ok), batch_size), desc=f"scoring {chunk.name}", unit="batch", disable=None):
         batch = ok[start : start + batch_size]
         pixels = [load_png(chunk / str(r["image"])) for r in batch]
@@ -217,9 +219,7 @@ def score_chunk(
             raise AtlasError(f"{chunk} holds images of different sizes: a damaged chunk; rerun it")
         rgb = to_rgb(torch.from_numpy(np.stack(pixels)))
         targets = [_target(r) for r in batch]
-        with torch.no_grad():
-            logits = judge.forward(to_input(judge, rgb).to(judge.device), need_logits=True).logits
-        assert logits is not None
+        logits, feats = logits_and_features(judge, to_input(judge, rgb).to(judge.device))
         js = class_scores(logits, targets)
         rob = robustness(classifier, targets, rgb, transforms)
         nat = naturalness(rgb)
@@ -235,6 +235,17 @@ def score_chunk(
                 "robust_activation": _finite(float(rob.activation[b])),
                 **{f: float(getattr(nat, f)[b]) for f in FIELDS},
             }
+            if feats is not None:
+                features[str(r["target_id"])] = feats[b]
+    # A target drawn from several seeds: how different its images are to the judge.
+    seeds_of: dict[str, list[str]] = {}
+    for r in ok:
+        seeds_of.setdefault(_target(r).base_id, []).append(str(r["target_id"]))
+    for ids in seeds_of.values():
+        if len(ids) > 1 and all(i in features for i in ids):
+            div = diversity(torch.stack([features[i] for i in ids]))
+            for i in ids:
+                by_id[i]["diversity"] = div
     for r in rows:
         got = by_id.get(str(r["target_id"]), {})
         out["method"].append(r["method"])

@@ -8,6 +8,11 @@
 
 Several specs are separated by `;` or given as repeated --targets options.
 
+A target can be drawn from several seeds (`--seeds N`, config `methods.<m>.seeds`): seed k of a
+target is a target of its own, whose id is the target's with `-seed<k>` added for k >= 1 (seed 0
+keeps the plain id, so a run with one seed is the same as before seeds existed), and whose own
+seed derives from that id. The seeds of a target are always in the same chunk as the target.
+
 This module is torch-free: the workflow's planning (`atlas.plan`) and the command line use it
 without loading a model. It is the one definition of target kinds, target ids and index ranges.
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from atlas.errors import AtlasError
@@ -49,6 +54,11 @@ def filter_id(layer: str, channels: Sequence[int]) -> str:
     return f"filter-{layer}-" + "+".join(f"{k:04d}" for k in channels)
 
 
+def seeded_id(base: str, seed_index: int) -> str:
+    """The id of seed `seed_index` of the target `base`: `class-0285`, `class-0285-seed1`, ..."""
+    return base if seed_index == 0 else f"{base}-seed{seed_index}"
+
+
 class _Model(Protocol):
     """What `check_targets` needs of a classifier (`atlas.classifier.Classifier` has it)."""
 
@@ -69,14 +79,20 @@ class Target:
     classes: tuple[int, ...] = ()
     layer: str | None = None
     channels: tuple[int, ...] = ()
+    seed_index: int = 0  # which of the target's seeds (module docstring)
 
     @property
-    def id(self) -> str:
-        """A stable, file-name-safe identifier (also the PNG's stem)."""
+    def base_id(self) -> str:
+        """The target's id without its seed: the same for all of a target's seeds."""
         if self.kind == "filter":
             assert self.layer is not None
             return filter_id(self.layer, self.channels)
         return class_id(self.kind, self.classes)
+
+    @property
+    def id(self) -> str:
+        """A stable, file-name-safe identifier (also the PNG's stem)."""
+        return seeded_id(self.base_id, self.seed_index)
 
     def seed(self, base: int, attempt: int = 0) -> int:
         """This target's own seed: a function of the run's seed and the target alone, so an image
@@ -170,6 +186,13 @@ def check_targets(targets: Sequence[Target], classifier: _Model) -> None:
                     raise AtlasError(
                         f"channel {k} of layer {t.layer} is out of range; it has channels 0..{layers[t.layer] - 1}"
                     )
+
+
+def with_seeds(targets: Sequence[Target], seeds: int) -> list[Target]:
+    """Each target as `seeds` targets, its seeds 0 .. seeds - 1 side by side."""
+    if seeds < 1:
+        raise AtlasError(f"--seeds must be at least 1, got {seeds}")
+    return [replace(t, seed_index=k) for t in targets for k in range(seeds)]
 
 
 def parse_attempts(items: Iterable[str]) -> dict[str, int]:

@@ -13,6 +13,10 @@ output keeps D's input size and shows the transformed frame of side `size + 2 pa
 (what lucid hands D), resampled to `size`. Each image draws its own transformation from its
 target's own generator, so a target's image does not depend on the chunk it ran in. The final
 render and every score are on the untransformed image.
+
+`TransformSpec.crops` replaces the standard set with random square crops of a share of the image
+(MACO's, there of a larger canvas): D sees a part of the image at its full input size, so each
+part has to read as the class on its own, at the scale of the crop.
 """
 
 from __future__ import annotations
@@ -35,6 +39,16 @@ class TransformSpec:
     jitter: tuple[int, int] = (8, 4)  # before and after scale/rotation: a shift of up to j/2 px each way
     scales: tuple[float, ...] = (1.0, 0.975, 1.025, 0.95, 1.05)
     rotate: float = 5.0  # largest angle, degrees
+    # Crops instead (when > 0): a square of side c x the image's, c uniform in [crop, 1], anywhere
+    # inside the image, rotated as above, with no padding and no jitter (the crop moves it).
+    crop: float = 0.0
+
+    @staticmethod
+    def crops(smallest: float, rotate: float = 5.0) -> TransformSpec:
+        """The crop transformation: random squares of side `smallest`..1 of the image."""
+        if not 0 < smallest <= 1:
+            raise ValueError(f"the smallest crop is a fraction of the side, 0 < c <= 1; got {smallest}")
+        return TransformSpec(pad=0, jitter=(0, 0), scales=(1.0,), rotate=rotate, crop=smallest)
 
     def frame(self, size: int) -> int:
         """Side, in the image's pixels, of the transformed frame D sees (lucid's output size)."""
@@ -51,12 +65,24 @@ class RandomTransforms:
     `fill` (3,) is the padding's colour in D's input space (grey: D's normalisation of RGB 0.5).
     """
 
-    def __init__(self, spec: TransformSpec, seeds: Sequence[int], fill: torch.Tensor, device: torch.device) -> None:
+    def __init__(
+        self, spec: TransformSpec, seeds: Sequence[int], fill: torch.Tensor, device: torch.device, size: int = 224
+    ) -> None:
+        """`size`: the images' side, px (the crops' offsets are drawn in its pixels)."""
         self.spec = spec
         self.fill = fill.detach().float().view(1, 3, 1, 1).to(device)
         scales = torch.tensor(spec.scales, dtype=torch.float64)
         j1, j2 = spec.jitter
         max_angle = math.radians(spec.rotate)
+
+        def crops(n: int, g: torch.Generator) -> torch.Tensor:
+            # Side c, then the crop's centre anywhere that keeps it inside the image, as an offset
+            # from the image's centre in the frame's pixels, then the angle.
+            u = torch.rand(n, 6, generator=g, dtype=torch.float64)
+            c = spec.crop + u[:, 2] * (1 - spec.crop)
+            centre = (u[:, 0:2] - 0.5) * (1 - c[:, None]) * size
+            a = (u[:, 3] * 2 - 1) * max_angle
+            return torch.cat([centre, (1 / c)[:, None], a[:, None], torch.zeros(n, 2, dtype=torch.float64)], dim=1)
 
         def draw(n: int, g: torch.Generator) -> torch.Tensor:
             # One row of 6 uniforms per step (so drawing n steps at once gives the same numbers
@@ -70,7 +96,7 @@ class RandomTransforms:
             return torch.cat([o1, s[:, None], a[:, None], o2], dim=1)
 
         # The transformations' generators: the target's seed + 2 (+1 is the pixel method's rolls).
-        self.draws = Draws([int(s) + 2 for s in seeds], draw, torch.device("cpu"))
+        self.draws = Draws([int(s) + 2 for s in seeds], crops if spec.crop > 0 else draw, torch.device("cpu"))
 
     def next_params(self) -> torch.Tensor:
         """The next step's transformations, (B, 6) float64 rows (see `_COLUMNS`)."""

@@ -124,14 +124,15 @@ def planned_chunks():
     for method in enabled_methods():
         size = config["methods"][method]["chunk_size"]
         for kind in KINDS:
-            chunks.extend(plan_chunks(method, kind, planned_targets(kind, method), size))
+            seeds = config["methods"][method]["seeds"]
+            chunks.extend(plan_chunks(method, kind, planned_targets(kind, method), size, seeds))
     return chunks
 
 
 def batch_size(chunk):
     """Targets `atlas generate` optimises at once: the method's batch_size, at most the chunk."""
     size = config["methods"][chunk.method]["batch_size"]
-    return len(chunk.targets) if size is None else min(size, len(chunk.targets))
+    return chunk.size if size is None else min(size, chunk.size)
 
 
 def method_chunks(method):
@@ -323,7 +324,9 @@ def method_args(method):
     """--preset and one --set per overridden setting: only this method's own (so that changing
     one method's settings reruns that method's jobs alone, by the params rerun trigger)."""
     sets = " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in method_overrides(method).items())
-    return f"--preset {config['methods'][method]['preset']} {sets}".strip()
+    seeds = config["methods"][method]["seeds"]
+    extra = f" --seeds {seeds}" if seeds > 1 else ""  # one seed: the command as it always was
+    return f"--preset {config['methods'][method]['preset']}{extra} {sets}".strip()
 
 
 def compute_args():

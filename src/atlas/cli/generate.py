@@ -29,6 +29,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_seed(p, "the run's seed; each target's own seed derives from it and the target")
     p.add_argument("--chunk-size", type=int, default=8, help="targets optimised at once, as one batch (default 8)")
     p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="draw each target from this many seeds: seed k >= 1 of a target is the target id plus -seed<k> (default 1)",
+    )
+    p.add_argument(
         "--decoder",
         default=None,
         metavar="PATH",
@@ -92,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from atlas.generate import GenerateConfig, generate
     from atlas.methods import parse_overrides, settings_for
     from atlas.runtime import pick_device
-    from atlas.targets import parse_attempts, parse_specs
+    from atlas.targets import parse_attempts, parse_specs, with_seeds
 
     overrides = parse_overrides(args.set or [])
     if args.steps is not None:
@@ -100,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if args.width is not None:
         overrides["width"] = str(args.width)
     settings = settings_for(args.method, args.preset, overrides)
-    targets = parse_specs(args.targets)
+    targets = with_seeds(parse_specs(args.targets), args.seeds)
     cfg = GenerateConfig(
         settings=settings,
         seed=args.seed,

@@ -98,12 +98,15 @@ def copy_images(
     exemplars: dict[str, dict[str, Any]] = {}
     names = imagenet_class_names()
     jobs = [(t, m, r) for t in targets for m, r in t.rows.items()]
+    jobs += [(t, m, r) for t in targets for m, rows in t.seeds.items() for r in rows]
     for t, method, row in tqdm(jobs, desc="site images", unit="img", mininterval=2):
         mslug = row["mslug"] = methods[method]
+        k = int(row.get("seed_index") or 0)
+        stem = f"{t.slug}-seed{k}" if k else t.slug
         if not row["failed"]:
             src = source(run_dir, row["image"], "image")
-            row["full"] = f"images/{mslug}/{t.slug}.jpg"
-            row["thumb"] = f"thumbs/{mslug}/{t.slug}.jpg"
+            row["full"] = f"images/{mslug}/{stem}.jpg"
+            row["thumb"] = f"thumbs/{mslug}/{stem}.jpg"
             try:
                 with Image.open(src) as im:
                     row["width"], row["height"] = im.size
@@ -113,7 +116,7 @@ def copy_images(
             _jpeg(rgb, inside(tmp, row["full"]), FULL_QUALITY)
             rgb.thumbnail((thumb, thumb), Image.Resampling.LANCZOS)
             _jpeg(rgb, inside(tmp, row["thumb"]), THUMB_QUALITY)
-            row["png"] = _original(src, out, tmp, f"{PNG_DIR}/{mslug}/{t.slug}{_ext(src)}" if png else None)
+            row["png"] = _original(src, out, tmp, f"{PNG_DIR}/{mslug}/{stem}{_ext(src)}" if png else None)
         row["site_exemplars"] = []
         rels = row["exemplars"] or []
         classes = row.get("exemplar_classes") or [None] * len(rels)

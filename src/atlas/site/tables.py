@@ -353,6 +353,7 @@ def score_table(t: TargetView, methods: list[str]) -> list[tuple[str, list[str]]
         row("saturation", lambda r: r.get("saturation")),
         row("RMS contrast", lambda r: r.get("rms_contrast")),
         row("colourfulness", lambda r: r.get("colourfulness")),
+        row("diversity over seeds", lambda r: r.get("diversity")),
         row("final loss", lambda r: r["final_loss"]),
         row("steps", lambda r: r["steps"]),
         row("seed", lambda r: r["seed"]),

@@ -54,6 +54,8 @@ class TargetView:
     label: str
     first: dict[str, Any]
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> row (with site paths)
+    # method -> the rows of the target's other seeds (seed_index 1, 2, ...), in order
+    seeds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     prev: TargetView | None = None
     next: TargetView | None = None
 
@@ -112,22 +114,29 @@ def target_views(rows: list[dict[str, Any]], where: Path) -> list[TargetView]:
             raise AtlasError(f"{where} has a row with no target_id or method; rebuild it with `atlas index`")
         if not row["failed"] and not row["image"]:
             raise AtlasError(f"{where}: {row['method']} {row['target_id']} neither failed nor has an image; rebuild it")
-        t = by_id.get(row["target_id"])
+        key = row.get("base_id") or row["target_id"]
+        t = by_id.get(key)
         if t is None:
-            s = slug(row["target_id"])
+            s = slug(key)
             if s.lower() in slugs:
-                raise AtlasError(
-                    f"{where}: targets {slugs[s.lower()]} and {row['target_id']} share file name {s}; rename one"
-                )
-            slugs[s.lower()] = row["target_id"]
-            t = by_id[row["target_id"]] = TargetView(
-                row["target_id"], s, row["kind"], row["label"] or row["target_id"], row
-            )
+                raise AtlasError(f"{where}: targets {slugs[s.lower()]} and {key} share file name {s}; rename one")
+            slugs[s.lower()] = key
+            t = by_id[key] = TargetView(key, s, row["kind"], row["label"] or key, row)
+        clean = {k: finite_or_none(v) for k, v in row.items()}
+        if row.get("seed_index"):
+            t.seeds.setdefault(row["method"], []).append(clean)
+            continue
         if row["method"] in t.rows:
             raise AtlasError(
                 f"{where}: target {row['target_id']} of method {row['method']} is twice in the index; rebuild it"
             )
-        t.rows[row["method"]] = {k: finite_or_none(v) for k, v in row.items()}
+        t.first = row if not t.rows else t.first
+        t.rows[row["method"]] = clean
+    for t in by_id.values():
+        for method, extra in t.seeds.items():
+            if method not in t.rows:
+                raise AtlasError(f"{where}: {t.id} of method {method} has other seeds but not seed 0; rebuild it")
+            extra.sort(key=lambda r: int(r["seed_index"]))
     targets = sorted(by_id.values(), key=TargetView.sort_key)
     for a, b in zip(targets, targets[1:], strict=False):
         a.next, b.prev = b, a
