@@ -96,9 +96,12 @@ def test_a_single_frequency_maco_image_is_a_standardised_cosine() -> None:
     row = torch.arange(SIZE, dtype=torch.float64)
     # X[1, 0] alone (its conjugate X[7, 0] left out) is cos(2 pi r / 8) / 8 after irfft2 (ortho):
     # the same cosine in every channel, standardised over all 3 x 8 x 8 values (std with n - 1)
+    # and brought to the default's standard deviation `contrast`
     cos = torch.cos(2 * math.pi * row / SIZE) / SIZE
     std = math.sqrt((cos**2).sum().item() * 3 * SIZE / (3 * SIZE * SIZE - 1))
-    wave = (cos / (std + 1e-4)).float().view(1, SIZE, 1).expand(3, SIZE, SIZE)
+    contrast = settings_for("maco").contrast
+    assert contrast == 1.75
+    wave = (contrast * cos / (std + 1e-4)).float().view(1, SIZE, 1).expand(3, SIZE, SIZE)
     expected = torch.sigmoid(recorrelate(wave[None]))[0]
     torch.testing.assert_close(p.images(noise=False)[0], expected, atol=1e-5, rtol=0)
 
@@ -147,3 +150,18 @@ def test_maco_takes_its_magnitude_from_a_dataset_and_records_it(tmp_path) -> Non
     generate(clf, parse_specs(["class:1"]), cfg, tmp_path / "out", CPU)
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["spectrum"]["dataset"] == str(data)
+
+
+def test_maco_starts_from_uniform_phases_with_no_bright_spot_at_the_origin() -> None:
+    # Phases from N(0, 1) have a mean cosine of exp(-1/2): every coefficient then adds up in phase
+    # at the origin, a bright spot in the image's corners. Uniform phases spread it evenly.
+    size = 64
+    magnitude = power_law(size, size).expand(3, size, size // 2 + 1)
+    p = MagnitudeFourier(settings_for("maco"), list(range(8)), size, _identity, CPU, magnitude)
+    phase = p.phase.detach()
+    assert float(phase.min()) >= -math.pi and float(phase.max()) <= math.pi
+    assert abs(float(torch.cos(phase).mean())) < 0.02
+    with torch.no_grad():
+        x = torch.fft.irfft2(torch.polar(p.magnitude.expand_as(p.phase), p.phase), s=(size, size), norm="ortho")
+    z = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / x.std(dim=(1, 2, 3), keepdim=True)
+    assert float(z[:, :, 0, 0].abs().max()) < 4.5  # the origin is an ordinary pixel
