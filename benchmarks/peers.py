@@ -82,6 +82,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
@@ -110,11 +111,9 @@ HORAMA_CENTRE = 352
 HORAMA_SPECTRUM_FILE = "spectrum_decorrelated.npy"
 INSTALL = "uv sync --group peers"
 
-log = logging.getLogger("benchmarks.peers")
-
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         """One line, not the usage: every bad input is a one-line error."""
         self.exit(2, f"{self.prog}: {message}\n")
 
