@@ -14,7 +14,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -202,3 +204,94 @@ def test_the_run_report_reads_a_run_folder(tmp_path: Path, capsys: pytest.Captur
     worst = fourier.sort_values("judge_prob").head(3)
     listed = out.split("fourier: the 3 classes the judge reads least")[1].splitlines()[1:4]
     assert [int(line.split()[0]) for line in listed] == [int(c) for c in worst.class_index]
+
+
+def _peers() -> ModuleType:
+    """benchmarks/peers.py as a module (it imports its sibling quality.py)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("peers", BENCH / "peers.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tools", "lucent-200"], "unknown tool 'lucent-200' in --tools; use some of atlas-fourier, "),
+        (["--tools", ","], "--tools ',' names no tool"),
+        (["--classes", "94,x"], "--classes '94,x' is not a list of class indices"),
+        (["--classes", "1000"], r"--classes: 1000 is not an ImageNet class index \(0-999\)"),
+        (["--classes", "94,94"], "names a class twice"),
+        (["--tools", "atlas-maco", "--classes", "94", "--dataset", "/nonexistent"], "--dataset /nonexistent: no such"),
+    ],
+)
+def test_peers_refuses_a_bad_input_in_one_line(argv: list[str], message: str) -> None:
+    """Checked before any model is loaded: each a one-line SystemExit."""
+    with pytest.raises(SystemExit, match=message) as exc:
+        _peers().main(argv)
+    assert "\n" not in str(exc.value.code)
+
+
+def test_peers_refuses_a_malformed_option_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        _peers().main(["--seed", "x"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == "peers.py: argument --seed: invalid int value: 'x'\n"
+
+
+def test_peers_without_the_peers_group_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a default install (`uv sync`, no peers group) says; Atlas's own rows need nothing more."""
+    peers = _peers()
+    for name in ("lucent", "lucent.optvis.render", "lucent.optvis.param", "horama", "horama.maco_fv", "horama.plots"):
+        monkeypatch.setitem(sys.modules, name, None)  # an import of it now fails, installed or not
+    for tools in ("lucent-100", "horama-100", "atlas-fourier,lucent-512"):
+        with pytest.raises(SystemExit, match="need the peers group, which is not installed") as exc:
+            peers.main(["--tools", tools, "--classes", "94"])
+        assert "`uv sync --group peers`" in str(exc.value.code) and "\n" not in str(exc.value.code)
+    assert peers.load_peers(["atlas-fourier", "atlas-maco"]) == {}
+
+
+def test_peers_run_lucent_and_horama_on_a_tiny_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both peers for 2 steps on a tiny classifier, judged and drawn as the benchmark does; skipped
+    without the peers group (the default install)."""
+    for name in ("lucent", "horama", "einops"):
+        pytest.importorskip(name, reason=f"{name} is in the optional peers group (`uv sync --group peers`)")
+    from tests.tiny import tiny_classifier
+
+    peers = _peers()
+    modules = peers.load_peers(["lucent-100", "horama-100"])
+    d = tiny_classifier()
+    model = peers.RGBModel(d)
+    monkeypatch.chdir(tmp_path)  # horama's spectrum file must not land in the working folder
+    out = tmp_path / "out"
+    say: list[str] = []
+    names, cpu = peers.run_lucent(modules, model, [1, 2], 2, 0, out / "lucent", size=32, progress=say.append)
+    again, _ = peers.run_lucent(modules, model, [1], 2, 0, out / "again", size=32, progress=say.append)
+    assert names == ["0001.png", "0002.png"] and cpu > 0
+    first = np.asarray(Image.open(out / "lucent" / "0001.png"))
+    assert first.shape == (32, 32, 3) and np.array_equal(first, np.asarray(Image.open(out / "again" / "0001.png")))
+    assert all(not m._forward_hooks for m in model.modules())  # lucent's hooks removed after each render
+    crops, frames, cpu = peers.run_horama(
+        modules, model, [1, 2], 2, 0, out / "horama", canvas=64, centre_side=16, progress=say.append
+    )
+    assert cpu > 0 and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    frame = np.asarray(Image.open(out / "horama" / frames[0]))
+    crop = np.asarray(Image.open(out / "horama" / crops[0]))
+    # Shown as horama shows it: clipped at the percentiles and stretched to the full range.
+    assert frame.shape == (64, 64, 3) and frame.min() == 0 and frame.max() == 255
+    assert np.array_equal(crop, frame[24:40, 24:40])
+    assert len(say) == 5 and say[0].startswith("  1/2 class 1 class 1: ")
+    results = {}
+    for key, folder, files in (("lucent-2", out / "lucent", names), ("horama-2", out / "horama", crops)):
+        records = peers.records_of(d, [1, 2], folder, files)
+        results[key] = peers.judge_rows(d, d, records, folder)
+        row = peers.summarise(key, results[key], 2, float("nan"), cpu)
+        assert 0 <= row["judge_top5"] <= 2 and 0 < row["saturation"] <= 1
+    peers.contact_sheet(results, (1, 2), out / "sheet.png")
+    with Image.open(out / "sheet.png") as sheet:
+        assert sheet.size[1] > 2 * 160
