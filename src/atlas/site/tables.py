@@ -38,8 +38,10 @@ METHOD_DESCRIPTIONS = {
     "pretrained": "only the input code of a generator pretrained as a denoising autoencoder's decoder is optimised "
     "(the paper's second method)",
     "pixel": "the pixels optimised directly, the classic baseline the paper compares against (its Figure 1)",
-    "fourier": "a colour-decorrelated Fourier image optimised under random transformations (the feature-visualisation standard of lucid)",
-    "maco": "only the phase of a Fourier image is optimised, its magnitude fixed to that of natural photos (MACO, Fel et al. 2023)",
+    "fourier": "a colour-decorrelated Fourier image (the feature-visualisation standard of lucid), optimised through random "
+    "crops of half its side or more, so that it draws whole objects",
+    "maco": "only the phase of a Fourier image is optimised, its magnitude fixed to that of natural photos (MACO, Fel et al. "
+    "2023), through the same crops",
 }
 
 
