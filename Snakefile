@@ -12,7 +12,14 @@
 
 from snakemake.utils import min_version
 
+from atlas import cluster
+
 min_version("9.0")
+
+# What the head does when the cluster fails (atlas.cluster, docs/operations.md): the SLURM
+# executor's status checks and submissions made to end, one line per failed job, and a hint for
+# a lock that a killed run left.
+cluster.install(workflow)
 
 
 configfile: "config.yaml"
@@ -32,6 +39,18 @@ include: "workflow/rules/collect.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/index.smk"
 include: "workflow/rules/site.smk"
+
+
+# When the run starts: SIGTERM stops it as Ctrl-C does (its jobs are cancelled), and jobs of an
+# earlier run of this folder that still run are named.
+onstart:
+    cluster.on_start(workflow)
+
+
+# When it ends with failed jobs: each on one line (rule, chunk, SLURM state, reason, log) and
+# the command that redoes them.
+onerror:
+    cluster.on_error(workflow)
 
 
 localrules:
