@@ -67,6 +67,10 @@ rule all:
         records=f"{run_dir()}/records.parquet",
         index=f"{run_dir()}/index.parquet",
         # A job reruns for a missing output only if something requests it: requested here, a
-        # deleted image reruns the chunk that wrote it (see chunk_images in common.smk).
+        # deleted image reruns the chunk that wrote it (see chunk_images in common.smk), and a
+        # chunk whose records or run.json are gone (a job that failed after its process had
+        # published the chunk) reruns, though the run's records and index are newer.
         images=all_chunk_images(),
+        chunks=all_chunk_records(),
+        runs=all_chunk_runs(),
         site=f"{run_dir()}/site",

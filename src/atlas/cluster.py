@@ -31,6 +31,7 @@ command that redoes them (`on_error`).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -98,7 +99,7 @@ class JobEnd:
 
 
 _ENDS: dict[int, JobEnd] = {}  # Snakemake job id -> how its last attempt ended
-_RUN: dict[str, str] = {}  # the SLURM run id of this head ("id"), once its executor exists
+_RUN: dict[str, str] = {}  # this head's SLURM run id ("id", once its executor exists); "started"
 _STOP = threading.Event()  # set when the head stops: no more waiting to submit again
 _SUBMIT = threading.local()  # per submission thread: the sbatch failures held back
 _POLL: dict[str, Any] = {"ok": None, "preempted": set(), "warned": False}
@@ -394,6 +395,9 @@ def install(workflow: Any) -> None:
     hint = lock_hint()
     if hint:
         log.warning(hint)
+        # Again after Snakemake's own paragraph on the lock, the last thing it prints, unless
+        # this run got the lock after all (a dry run does without).
+        atexit.register(lambda: _RUN.get("started") or print(hint, file=sys.stderr))
 
 
 def _is_head(workflow: Any) -> bool:
@@ -410,6 +414,7 @@ def rerun_command(extra: Iterable[str] = ()) -> str:
 def on_start(workflow: Any) -> None:
     """When the run starts (the lock is held): note who holds the lock, make SIGTERM stop the run
     as Ctrl-C does, and warn about jobs of an earlier run of this folder that still run."""
+    _RUN["started"] = "yes"
     record = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
