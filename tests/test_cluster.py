@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from atlas import cluster
+from atlas.cluster import ends, head, slurm
 
 
 @dataclass
@@ -98,7 +98,7 @@ def fake_plugin(answers: list[dict[str, str] | None]) -> types.ModuleType:
 
     plugin.query_job_status = query_job_status  # type: ignore[attr-defined]
     plugin.Executor = Executor  # type: ignore[attr-defined]
-    cluster._patch_slurm(plugin)
+    slurm.patch(plugin)
     return plugin
 
 
@@ -108,20 +108,20 @@ async def _poll(executor: Any, jobs: list[Info]) -> list[Info]:
 
 @pytest.fixture(autouse=True)
 def _no_sacct(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cluster, "_sacct_row", lambda slurm_id: {})
-    cluster._ENDS.clear()
-    cluster._POLL.update(ok=None, warned=False, preempted=set())
+    monkeypatch.setattr(ends, "_sacct_row", lambda slurm_id: {})
+    ends.ENDS.clear()
+    slurm.POLL.update(ok=None, warned=False, preempted=set())
 
 
 def test_states_are_cut_to_their_first_word_and_a_lasting_preemption_ends_the_job() -> None:
     seen: set[str] = set()
-    assert cluster.normalise_states({"1": "CANCELLED by 0", "2": "RUNNING", "3": "PREEMPTED"}, seen) == {
+    assert slurm.normalise_states({"1": "CANCELLED by 0", "2": "RUNNING", "3": "PREEMPTED"}, seen) == {
         "1": "CANCELLED",
         "2": "RUNNING",
         "3": "PREEMPTED",
     }
-    assert cluster.normalise_states({"3": "PREEMPTED", "4": "PREEMPTED"}, seen) == {"3": "FAILED", "4": "PREEMPTED"}
-    assert cluster.normalise_states({"4": "PENDING"}, seen) == {"4": "PENDING"} and not seen  # requeued
+    assert slurm.normalise_states({"3": "PREEMPTED", "4": "PREEMPTED"}, seen) == {"3": "FAILED", "4": "PREEMPTED"}
+    assert slurm.normalise_states({"4": "PENDING"}, seen) == {"4": "PENDING"} and not seen  # requeued
 
 
 def test_a_cancelled_job_is_reported_once_on_one_line(caplog: pytest.LogCaptureFixture) -> None:
@@ -143,7 +143,7 @@ def test_a_cancelled_job_is_reported_once_on_one_line(caplog: pytest.LogCaptureF
         "Atlas: job failed: generate_pixel_class_0000 (chunk results/r/generate/pixel/class/chunk-0000): "
         "SLURM job 7 CANCELLED: cancelled (scancel, an administrator, or preemption); log results/r/logs/chunk-0000.log"
     ]
-    assert cluster._ENDS[3].state == "CANCELLED"
+    assert ends.ENDS[3].state == "CANCELLED"
 
 
 def test_jobs_stay_watched_when_sacct_fails_and_polls_are_at_most_a_minute_apart() -> None:
@@ -152,13 +152,13 @@ def test_jobs_stay_watched_when_sacct_fails_and_polls_are_at_most_a_minute_apart
     executor.next_seconds_between_status_checks = 170
     job = Info(FakeJob("score_pixel", 1), "1")
     assert asyncio.run(_poll(executor, [job])) == [job]  # 2.8.0 would drop it: the head waited forever
-    assert executor.next_seconds_between_status_checks == cluster.STATUS_POLL_MAX_S
+    assert executor.next_seconds_between_status_checks == slurm.STATUS_POLL_MAX_S
     assert asyncio.run(_poll(executor, [job])) == [job]
     assert asyncio.run(_poll(executor, [job])) == [] and not executor.errors
 
 
 def test_an_sbatch_the_controller_did_not_answer_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cluster, "SUBMIT_WAITS_S", (0, 0))
+    monkeypatch.setattr(slurm, "SUBMIT_WAITS_S", (0, 0))
     plugin = fake_plugin([])
     executor = plugin.Executor()
     executor.sbatch_results = ["Unable to contact slurm controller (connect failure)", "ok"]
@@ -168,7 +168,7 @@ def test_an_sbatch_the_controller_did_not_answer_is_tried_again(monkeypatch: pyt
     # Still failing after every wait: the job fails, once.
     executor.sbatch_results = ["Socket timed out on send/recv operation"] * 3
     executor.run_job(FakeJob("generate_pixel_class_0009", 2))
-    assert len(executor.errors) == 1 and cluster._ENDS[2].state == "sbatch failed"
+    assert len(executor.errors) == 1 and ends.ENDS[2].state == "sbatch failed"
 
     # An error that waiting does not mend fails the job at once.
     executor.sbatch_results = ["Invalid account or account/partition combination specified"]
@@ -209,23 +209,23 @@ def test_the_head_stops_waiting_between_polls_when_it_shuts_down() -> None:
     ],
 )
 def test_the_reason_for_each_slurm_state(state: str, row: dict[str, str], text: str) -> None:
-    assert cluster.state_reason(state, row, None, "maco").startswith(text)
+    assert ends.state_reason(state, row, None, "maco").startswith(text)
 
 
 def test_the_reason_from_a_jobs_own_log(tmp_path: Path) -> None:
     log = tmp_path / "chunk.log"
-    assert "failed before its command started" in cluster.log_reason(str(log))
+    assert "failed before its command started" in ends.log_reason(str(log))
     log.write_text("2026-01-01 INFO atlas.generate: runtime on cpu\natlas generate: error: no such class 1000\n")
-    assert cluster.log_reason(str(log)) == "atlas generate: error: no such class 1000"
+    assert ends.log_reason(str(log)) == "atlas generate: error: no such class 1000"
     log.write_text("2026-01-01 INFO atlas.generate: runtime on cpu\n")  # SIGKILL leaves no last word
-    assert cluster.log_reason(str(log)).startswith("the command ended without a message: killed (SIGKILL")
+    assert ends.log_reason(str(log)).startswith("the command ended without a message: killed (SIGKILL")
 
 
 def test_no_backup_found_says_that_nothing_was_lost() -> None:
     record = logging.LogRecord(
         "snakemake.logging", logging.WARNING, "", 0, "Cannot restore a/records.parquet: no backup found.", (), None
     )
-    cluster._FirstRunNote().filter(record)
+    head._FirstRunNote().filter(record)
     assert (
         record.getMessage()
         == "a/records.parquet: no earlier version to restore (the job's first run): nothing was lost"
@@ -236,12 +236,12 @@ def test_a_stale_lock_is_explained_on_one_line(tmp_path: Path, monkeypatch: pyte
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["snakemake", "--cores", "all", "--profile", "slurm"])
     monkeypatch.delenv("UV", raising=False)
-    assert cluster.lock_hint() is None  # no lock
+    assert head.lock_hint() is None  # no lock
     (tmp_path / ".snakemake" / "locks").mkdir(parents=True)
     (tmp_path / ".snakemake" / "locks" / "0.output.lock").write_text("x")
 
     # No record of who locked it.
-    hint = cluster.lock_hint()
+    hint = head.lock_hint()
     assert hint and "\n" not in hint and "`snakemake --cores all --profile slurm --unlock`" in hint
 
     # The head that locked it was killed (its pid is gone); two of its jobs still run.
@@ -251,26 +251,26 @@ def test_a_stale_lock_is_explained_on_one_line(tmp_path: Path, monkeypatch: pyte
     (tmp_path / ".snakemake" / "atlas").mkdir()
     (tmp_path / ".snakemake" / "atlas" / "head.json").write_text(json.dumps(record))
     jobs = [{"id": "41", "name": "r-1"}, {"id": "42", "name": "r-1"}, {"id": "50", "name": "other-run"}]
-    monkeypatch.setattr(cluster, "folder_jobs", lambda folder: jobs)
-    hint = cluster.lock_hint()
+    monkeypatch.setattr(head, "folder_jobs", lambda folder: jobs)
+    hint = head.lock_hint()
     assert hint and "\n" not in hint
     assert f"pid {dead.pid}) was killed" in hint and "2 of its SLURM jobs still run (41, 42)" in hint
     assert "`scancel --name r-1`" in hint and "--unlock` removes the lock" in hint
-    with_unlock = cluster.lock_hint(["--cores", "all", "--unlock"])
+    with_unlock = head.lock_hint(["--cores", "all", "--unlock"])
     assert with_unlock and "(41, 42)" in with_unlock and "scancel --name r-1" in with_unlock
 
     # The head is alive: wait for it, do not unlock.
-    monkeypatch.setattr(cluster, "_alive", lambda pid: True)
+    monkeypatch.setattr(head, "_alive", lambda pid: True)
     record["pid"] = 1
     (tmp_path / ".snakemake" / "atlas" / "head.json").write_text(json.dumps(record))
-    hint = cluster.lock_hint()
+    hint = head.lock_hint()
     assert hint and "is running: wait for it" in hint and "--unlock" not in hint
 
 
 def test_descendants_are_found_through_proc() -> None:
     child = subprocess.Popen(["sleep", "30"])
     try:
-        assert (child.pid, "sleep") in cluster.descendants(os.getpid())
+        assert (child.pid, "sleep") in head.descendants(os.getpid())
     finally:
         child.kill()
         child.wait()
