@@ -101,12 +101,12 @@ def check_set_resources():
     """`--set-resources RULE:...` for a rule that does not exist is ignored by snakemake; the
     generation jobs' names are one per chunk, so refuse the names a user would try for them."""
     chunk_rules = {chunk_job_name(c) for c in planned_chunks()}
-    for rule in workflow.resource_settings.overwrite_resources or {}:
-        if rule in ("generate", "score") or (rule.startswith("generate_") and rule not in chunk_rules):
+    for name in workflow.resource_settings.overwrite_resources or {}:
+        if name in ("generate", "score") or (name.startswith("generate_") and name not in chunk_rules):
             raise WorkflowError(
-                f"--set-resources {rule}:... names no rule of this run (each chunk is a rule of its own, "
+                f"--set-resources {name}:... names no rule of this run (each chunk is a rule of its own, "
                 "generate_<method>_<kind>_<k>); set generate_resources or methods.<method>.resources in the config"
-                + ("; the score jobs are score_<method>" if rule == "score" else "")
+                + ("; the score jobs are score_<method>" if name == "score" else "")
             )
 
 

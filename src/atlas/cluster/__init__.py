@@ -9,8 +9,9 @@ it. Modules: `head` (the Snakefile's hooks), `slurm` (the plugin's methods wrapp
 a job failed, on one line).
 
 Under `--profile slurm` the SLURM executor plugin (snakemake-executor-plugin-slurm 2.8.0) submits
-and watches the jobs. `install` wraps five of its methods; each wrapper keeps the plugin's own
-behaviour where that is right and is harmless where a later version already does what it adds:
+and watches the jobs. `install` wraps its status query and some of its methods; each wrapper
+keeps the plugin's own behaviour where that is right and is harmless where a later version
+already does what it adds:
 
 - a job's state as `sacct` prints it is cut to its first word: a cancelled job is `CANCELLED by
   <uid>`, which the plugin does not recognise as an end, so the head waited for it forever;

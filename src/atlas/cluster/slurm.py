@@ -1,6 +1,7 @@
-"""The SLURM executor plugin (snakemake-executor-plugin-slurm 2.8.0) as the head runs it: five of
-its methods wrapped (`patch`), each keeping the plugin's behaviour where that is right and
-harmless where a later version already does what it adds (the package's docstring lists them)."""
+"""The SLURM executor plugin (snakemake-executor-plugin-slurm 2.8.0) as the head runs it: its
+status query and some of its methods wrapped (`patch`), each keeping the plugin's behaviour where
+that is right, and harmless where a later version already does what it adds (the package's
+docstring lists them)."""
 
 from __future__ import annotations
 
