@@ -121,30 +121,23 @@ class Head:
         return code
 
 
-def _optimising(workdir: Path, chunk: str, head: Head, timeout: float = TIMEOUT_S) -> None:
-    """Wait until the chunk's `atlas generate` has loaded D and is optimising."""
-    log = workdir / "results" / RUN / "logs" / "generate" / "pixel" / "class" / f"{chunk}.log"
-    deadline = time.monotonic() + timeout
-    while not (log.is_file() and "runtime on" in log.read_text()):
-        assert head.proc.poll() is None and time.monotonic() < deadline, head.text[-4000:]
-        time.sleep(0.2)
-
-
-def _two_optimising(workdir: Path, head: Head, timeout: float = TIMEOUT_S) -> tuple[str, str]:
-    """Wait until two chunks' `atlas generate` are optimising; their chunk names."""
+def _optimising(workdir: Path, head: Head, but: str = "", timeout: float = TIMEOUT_S) -> tuple[str, int]:
+    """Wait until a chunk's `atlas generate` (other than `but`) has loaded D and is optimising:
+    its chunk name and the pid of its process."""
     logs = workdir / "results" / RUN / "logs" / "generate" / "pixel" / "class"
     deadline = time.monotonic() + timeout
     while True:
-        running = sorted(
-            p.stem for p in logs.glob("chunk-*.log") if "runtime on" in (text := p.read_text()) and "wrote" not in text
-        )
-        if len(running) >= 2:
-            return running[0], running[1]
+        for log in sorted(logs.glob("chunk-*.log")):
+            text = log.read_text()
+            if log.stem != but and "runtime on" in text and "wrote" not in text and "atlas generate:" not in text:
+                pid = _atlas_process(workdir, log.stem)
+                if pid is not None:
+                    return log.stem, pid
         assert head.proc.poll() is None and time.monotonic() < deadline, head.text[-4000:]
         time.sleep(0.2)
 
 
-def _atlas_process(workdir: Path, chunk: str) -> int:
+def _atlas_process(workdir: Path, chunk: str) -> int | None:
     """The pid of this test's `atlas generate` of `chunk` (the python process, not its shell)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -162,7 +155,7 @@ def _atlas_process(workdir: Path, chunk: str) -> int:
             and os.path.realpath(cwd) == os.path.realpath(workdir)
         ):
             return int(entry.name)
-    raise AssertionError(f"no atlas generate process of {chunk} in {workdir}")
+    return None
 
 
 def _sacct_state(job: str, timeout: float = 60) -> str:
@@ -200,12 +193,13 @@ def test_a_cancelled_and_a_killed_job_end_the_run_and_the_rerun_redoes_them(
     command = _command(workdir, slurm_cluster)
     head = Head(workdir, command)
     try:
-        # Two jobs at once on the test cluster's two GPUs; which two SLURM starts first varies.
-        first, second = _two_optimising(workdir, head)
+        # Which chunk SLURM starts first varies: act on whichever is optimising.
+        first, _ = _optimising(workdir, head)
         cancelled = head.slurm_job(f"generate_pixel_class_{first[-4:]}")
         subprocess.run(["scancel", cancelled], check=True, timeout=60)
         t_cancel = time.monotonic()
-        os.kill(_atlas_process(workdir, second), signal.SIGKILL)  # as the out-of-memory killer does
+        second, pid = _optimising(workdir, head, but=first)
+        os.kill(pid, signal.SIGKILL)  # as the out-of-memory killer does
         t_kill = time.monotonic()
         code = head.wait()
     finally:
@@ -263,7 +257,7 @@ def test_a_killed_head_leaves_a_lock_explained_and_sigterm_cancels_the_jobs(
     head = Head(workdir, command)
     try:
         orphan = head.slurm_job("generate_pixel_class_0000")
-        _optimising(workdir, "chunk-0000", head)
+        _optimising(workdir, head)
         os.kill(head.proc.pid, signal.SIGKILL)
         head.wait(timeout=60)
     finally:
@@ -294,7 +288,7 @@ def test_a_killed_head_leaves_a_lock_explained_and_sigterm_cancels_the_jobs(
     head = Head(workdir, command)
     try:
         job = head.slurm_job("generate_pixel_class_0000")
-        _optimising(workdir, "chunk-0000", head)
+        _optimising(workdir, head)
         head.proc.send_signal(signal.SIGTERM)
         t_term = time.monotonic()
         code = head.wait(timeout=180)
