@@ -12,7 +12,14 @@
 
 from snakemake.utils import min_version
 
+from atlas import cluster
+
 min_version("9.0")
+
+# What the head does when the cluster fails (atlas.cluster, docs/operations.md): the SLURM
+# executor's status checks and submissions made to end, one line per failed job, and a hint for
+# a lock that a killed run left.
+cluster.install(workflow)
 
 
 configfile: "config.yaml"
@@ -34,6 +41,18 @@ include: "workflow/rules/index.smk"
 include: "workflow/rules/site.smk"
 
 
+# When the run starts: SIGTERM stops it as Ctrl-C does (its jobs are cancelled), and jobs of an
+# earlier run of this folder that still run are named.
+onstart:
+    cluster.on_start(workflow)
+
+
+# When it ends with failed jobs: each on one line (rule, chunk, SLURM state, reason, log) and
+# the command that redoes them.
+onerror:
+    cluster.on_error(workflow)
+
+
 localrules:
     all,
     collect,
@@ -48,6 +67,10 @@ rule all:
         records=f"{run_dir()}/records.parquet",
         index=f"{run_dir()}/index.parquet",
         # A job reruns for a missing output only if something requests it: requested here, a
-        # deleted image reruns the chunk that wrote it (see chunk_images in common.smk).
+        # deleted image reruns the chunk that wrote it (see chunk_images in common.smk), and a
+        # chunk whose records or run.json are gone (a job that failed after its process had
+        # published the chunk) reruns, though the run's records and index are newer.
         images=all_chunk_images(),
+        chunks=all_chunk_records(),
+        runs=all_chunk_runs(),
         site=f"{run_dir()}/site",

@@ -171,6 +171,40 @@ def test_refuses_to_replace_a_folder_that_is_not_an_atlas_output(tmp_path, capsy
     assert (out / "precious.txt").read_text() == "keep me"
 
 
+def test_replaces_what_an_unfinished_run_of_the_chunk_left(tmp_path, capsys) -> None:
+    """A chunk's images without its records (published by a job already declared failed, whose
+    records and run.json the workflow then deleted), and the temporary folder of a run killed by
+    SIGKILL: the next run replaces the one and removes the other."""
+    out = tmp_path / "chunk-0000"
+    out.mkdir()
+    (out / "class-0001.png").write_bytes(b"not the image")
+    (out / "run.json").write_text("{}")
+    killed = tmp_path / ".chunk-0000.k1ll3d_x.tmp"
+    killed.mkdir(mode=0o700)
+    (killed / "class-0001.png").write_bytes(b"half")
+    (tmp_path / ".chunk-0000.old").mkdir()
+    other = tmp_path / ".chunk-0001.k1ll3d_x.tmp"  # another chunk's: not this run's business
+    other.mkdir()
+    code, err = run(
+        capsys, "--method", "pixel", "--targets", "class:1", "--steps", "1", "--image-size", "32", "--out", str(out)
+    )
+    assert code == 0, err
+    assert "without its records" in err
+    assert (out / "records.parquet").is_file()
+    Image.open(out / "class-0001.png").verify()
+    assert not killed.exists() and not (tmp_path / ".chunk-0000.old").exists() and other.is_dir()
+
+
+def test_refuses_a_folder_with_images_and_other_files(tmp_path, capsys) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "class-0001.png").write_bytes(b"png")
+    (out / "notes.txt").write_text("keep me")
+    code, err = run(capsys, "--method", "pixel", "--targets", "class:1", "--steps", "1", "--out", str(out))
+    assert code == 2 and "not an Atlas output" in err
+    assert (out / "notes.txt").read_text() == "keep me" and (out / "class-0001.png").read_bytes() == b"png"
+
+
 def test_sigterm_removes_the_partial_output(tmp_path) -> None:
     """A cancelled job (scancel, kill, snakemake stopping) exits 143 and leaves no temporary folder."""
     import signal

@@ -213,6 +213,32 @@ def test_deleting_one_image_reruns_only_its_chunk(tiny_copy: Path) -> None:
     assert log.count("are current; kept") == 2 and "1 of 3 chunks scored" in log
 
 
+def test_a_rerun_recovers_a_chunk_left_half_published_or_by_a_killed_job(tiny_copy: Path) -> None:
+    """A job whose process outlived it published its chunk after it was declared failed: the
+    workflow deleted the records and run.json, not the images. Another one was killed by SIGKILL
+    while it built the chunk under its temporary name (mode 0700). The rerun redoes that chunk
+    alone, by itself, with the same images, and removes the temporary folder."""
+    chunk = tiny_copy / "results" / RUN / "generate" / "pixel" / "class" / "chunk-0000"
+    images = {p.name: p.read_bytes() for p in chunk.glob("*.png")}
+    (chunk / "records.parquet").unlink()
+    (chunk / "run.json").unlink()
+    killed = chunk.parent / ".chunk-0000.k1ll3d_0.tmp"
+    killed.mkdir(mode=0o700)
+    (killed / "class-0000.png").write_bytes(b"half an image")
+    assert planned_jobs(ok(snakemake(tiny_copy, "-n"))) == {
+        "generate_pixel_class_0000": 1,
+        "score_pixel": 1,
+        "collect": 1,
+        "index": 1,
+        "site": 1,
+        "all": 1,
+    }
+    ok(snakemake(tiny_copy))
+    assert {p.name: p.read_bytes() for p in chunk.glob("*.png")} == images and len(images) == 2
+    assert (chunk / "records.parquet").is_file() and not killed.exists()
+    assert not [p.name for p in chunk.parent.iterdir() if p.name.startswith(".")]
+
+
 def test_changing_one_methods_setting_reruns_only_that_method(tiny_copy: Path) -> None:
     def change(cfg: dict[str, Any]) -> None:
         cfg["methods"]["scratch"]["settings"]["lr"] = 0.02

@@ -188,6 +188,10 @@ def test_each_shipped_config_sets_every_key_the_embedded_default_sets(name: str)
             lambda c: c["methods"]["scratch"].update(classes=["5-2"]),
             "config: methods.scratch.classes: range '5-2' runs backwards; write it as \"2-5\"",
         ),
+        (
+            lambda c: c["methods"]["pixel"].update(resources={"runtim": 60}),
+            "config: methods.pixel.resources: Additional properties are not allowed ('runtim' was unexpected)",
+        ),
     ],
 )
 def test_config_errors_stop_before_any_job(
@@ -200,6 +204,30 @@ def test_config_errors_stop_before_any_job(
     line = next((ln for ln in text.splitlines() if ln.startswith("config:")), None)
     assert line is not None and line.startswith(message), text[-3000:]
     assert not (tmp_path / "results").exists()
+
+
+def test_generation_resources_come_from_the_config(tmp_path: Path) -> None:
+    """Each chunk is a rule of its own: the config sets a method's (or every) generation job's
+    resources, a retry asks for attempt x runtime and mem_mb, and `--set-resources generate:...`,
+    which names no rule, is refused rather than ignored."""
+
+    def change(c: dict[str, Any]) -> None:
+        only_pixel(c)
+        c["generate_resources"] = {"runtime": 20, "mem_mb": 3000, "slurm_partition": "gpu"}
+        c["methods"]["pixel"]["resources"] = {"runtime": 45}
+
+    write_config(tmp_path, change)
+    text = ok(snakemake(tmp_path, "-n", "--retries", "1"))
+    generate = re.findall(r"rule (generate_\S+):\n(?:    .*\n)*?    resources: (.*)", text)
+    assert generate, text[-3000:]
+    for _, resources in generate:
+        assert "runtime=45" in resources and "mem_mb=3000" in resources and "slurm_partition=gpu" in resources
+    scores = re.search(r"rule score_pixel:\n(?:    .*\n)*?    resources: (.*)", text)
+    assert scores and "runtime=45" not in scores.group(1)
+
+    proc = snakemake(tmp_path, "-n", "--set-resources", "generate:runtime=60")
+    line = next((ln for ln in output(proc).splitlines() if ln.startswith("--set-resources")), "")
+    assert proc.returncode != 0 and "names no rule of this run" in line and "methods.<method>.resources" in line
 
 
 def test_lint_reports_nothing(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -185,7 +186,11 @@ def generate(
     """Generate every target into `out` (replaced as a whole) and return the records."""
     check_targets(targets, classifier)
     if out.exists() and any(out.iterdir()) and not (out / RECORDS).exists():
-        raise AtlasError(f"output folder {out} exists and is not an Atlas output; choose an empty or new folder")
+        if not unfinished_chunk(out):
+            raise AtlasError(f"output folder {out} exists and is not an Atlas output; choose an empty or new folder")
+        # A chunk published by a job that was already declared failed (its process outlived it):
+        # the workflow then deleted the records and run.json, not the PNGs. Replaced whole.
+        log.warning("%s holds images of a chunk without its records (an unfinished run): replacing it", out)
     earlier = _earlier_attempts(out / RECORDS, cfg)
     decoder = resolve_decoder(cfg)
     magnitude = resolve_magnitude(cfg, classifier.input_size)
@@ -246,6 +251,16 @@ def generate(
         write_text(tmp / "run.json", json.dumps(provenance, indent=2))
     log.info("wrote %d images and %s to %s", int((~records["failed"]).sum()), RECORDS, out)
     return records
+
+
+_CHUNK_FILE = re.compile(r"(class|pair|group|filter)-[^/]+\.png|run\.json")
+
+
+def unfinished_chunk(out: Path) -> bool:
+    """True when every entry of the folder `out` is a file that `atlas generate` writes into a
+    chunk (a target's PNG, run.json): what is left of a chunk whose records were removed."""
+    entries = list(out.iterdir())
+    return bool(entries) and all(e.is_file() and not e.is_symlink() and _CHUNK_FILE.fullmatch(e.name) for e in entries)
 
 
 def _earlier_attempts(records: Path, cfg: GenerateConfig) -> dict[str, list[dict[str, object]]]:

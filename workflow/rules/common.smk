@@ -94,6 +94,34 @@ def check_config():
             fail(f"{section}.weights: {weights} is neither default, random nor an existing file")
     if {"pretrained", "maco"} & set(enabled_methods()) or exemplars_on():
         check_dataset(config["dataset"])
+    check_set_resources()
+
+
+def check_set_resources():
+    """`--set-resources RULE:...` for a rule that does not exist is ignored by snakemake; the
+    generation jobs' names are one per chunk, so refuse the names a user would try for them."""
+    chunk_rules = {chunk_job_name(c) for c in planned_chunks()}
+    for name in workflow.resource_settings.overwrite_resources or {}:
+        if name in ("generate", "score") or (name.startswith("generate_") and name not in chunk_rules):
+            raise WorkflowError(
+                f"--set-resources {name}:... names no rule of this run (each chunk is a rule of its own, "
+                "generate_<method>_<kind>_<k>); set generate_resources or methods.<method>.resources in the config"
+                + ("; the score jobs are score_<method>" if name == "score" else "")
+            )
+
+
+def generate_resources(method):
+    """The SLURM resources of `method`'s generation jobs from the config (generate_resources, then
+    methods.<method>.resources key by key); runtime and mem_mb are the first attempt's, a retry
+    asks for attempt x them (as the profile's defaults)."""
+    merged = {**config["generate_resources"], **config["methods"][method]["resources"]}
+    out = {}
+    for key, value in merged.items():
+        if key in ("runtime", "mem_mb"):
+            out[key] = lambda wildcards, attempt, value=value: value * attempt
+        else:
+            out[key] = value
+    return out
 
 
 def exemplars_on():

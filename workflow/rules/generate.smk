@@ -35,7 +35,10 @@ for chunk in planned_chunks():
         # 1-thread one as soon as anything else ran (OpenMP oversubscription), while two 1-thread
         # jobs side by side took 1.5x one. With a GPU the thread count hardly matters.
         threads: 1
+        # Time and memory per method from the config (generate_resources, methods.<m>.resources):
+        # a profile's set-resources names rules, and each chunk is a rule of its own.
         resources:
+            **generate_resources(chunk.method),
             gpu=1,
         params:
             method=chunk.method,
