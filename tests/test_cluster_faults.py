@@ -10,6 +10,7 @@ docs/operations.md describes each fault.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,22 @@ TIMEOUT_S = 600
 # bound asserted here leaves room for a loaded machine.
 DETECT_BOUND_S = 120
 STEPS = 600  # long enough to act on a running optimisation, short enough to rerun
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    """The run's folder. Afterwards, no process of the test's is left running in it: on the test
+    cluster (proctrack/linuxproc) a process of a cancelled job whose parent died first escapes
+    SLURM's kill, as a job's process can outlive its job on a real cluster."""
+    yield tmp_path / "run"
+    for entry in Path("/proc").iterdir():
+        try:
+            inside = Path(os.readlink(entry / "cwd")).is_relative_to(tmp_path)
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and inside:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def _write_config(workdir: Path, classes: list[int]) -> None:
@@ -186,9 +204,8 @@ def _reference_png(head_text: str, chunk: str, out: Path) -> bytes:
 
 @pytest.mark.slurm
 def test_a_cancelled_and_a_killed_job_end_the_run_and_the_rerun_redoes_them(
-    slurm_cluster: SlurmCluster, tmp_path: Path
+    slurm_cluster: SlurmCluster, workdir: Path, tmp_path: Path
 ) -> None:
-    workdir = tmp_path / "run"
     _write_config(workdir, [0, 9, 30])
     command = _command(workdir, slurm_cluster)
     head = Head(workdir, command)
@@ -247,9 +264,8 @@ def test_a_cancelled_and_a_killed_job_end_the_run_and_the_rerun_redoes_them(
 
 @pytest.mark.slurm
 def test_a_killed_head_leaves_a_lock_explained_and_sigterm_cancels_the_jobs(
-    slurm_cluster: SlurmCluster, tmp_path: Path
+    slurm_cluster: SlurmCluster, workdir: Path
 ) -> None:
-    workdir = tmp_path / "run"
     _write_config(workdir, [0])
     command = _command(workdir, slurm_cluster)
 
