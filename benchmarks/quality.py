@@ -51,7 +51,7 @@ from atlas.generate import GenerateConfig, generate
 from atlas.image_scores import class_scores
 from atlas.io import write_text
 from atlas.methods import METHODS, settings_for
-from atlas.naturalness import FIELDS, naturalness, of_uint8
+from atlas.naturalness import FIELDS, naturalness, of_photos
 from atlas.pixels import to_input, to_rgb
 from atlas.targets import Target
 
@@ -148,13 +148,13 @@ def judge_rows(classifier, judge, records: pd.DataFrame, folder: Path) -> list[d
     return rows
 
 
-def photo_naturalness(folder: Path) -> dict[str, float]:
+def photo_naturalness(folder: Path) -> dict[str, float | int]:
     """The mean naturalness of an extracted dataset's photos (not their crops)."""
     from atlas.dataset import load_dataset
 
     images, manifest = load_dataset(folder)
     rows = manifest.loc[manifest["parent"].isna(), "index"].to_numpy(dtype=np.int64)
-    return {"photos": float(len(rows)), **of_uint8(np.asarray(images[rows])).mean()}
+    return of_photos(images, rows)
 
 
 def parse_variant(text: str) -> tuple[str, str, dict[str, str], str]:

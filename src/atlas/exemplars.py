@@ -47,7 +47,7 @@ from atlas.dataset import load_dataset, recorded_sha256
 from atlas.errors import AtlasError
 from atlas.io import atomic_dir
 from atlas.metadata import classifier_record, software
-from atlas.naturalness import of_uint8
+from atlas.naturalness import of_photos
 from atlas.pixels import to_input, to_rgb
 from atlas.schema import EXEMPLARS, EXEMPLARS_KEY
 from atlas.targets import Target, check_targets
@@ -134,7 +134,7 @@ def exemplars(
         "candidates": len(rows),
         "labelled": sum(per_class.values()),
         "sources": sorted({str(v) for v in manifest["source"].iloc[rows].dropna()}),
-        "naturalness": {"photos": len(rows), **of_uint8(images[rows]).mean()},
+        "naturalness": of_photos(images, rows),
         "images_sha256": recorded_sha256(data),
         "classifier": classifier_record(classifier),
     }

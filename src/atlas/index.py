@@ -152,9 +152,8 @@ def build_index(
         for old, new in _RENAMED.items():
             out[new] = finite_or_none(row[old])
         k = int(row.get("seed_index") or 0)
-        suffix = seeded_id("", k)
         out["seed_index"] = k
-        out["base_id"] = row["target_id"][: -len(suffix)] if suffix else row["target_id"]
+        out["base_id"] = row["target_id"].removesuffix(seeded_id("", k))
         if out["d_rank"] is not None and out["d_rank"] < 1:
             out["d_rank"] = None  # -1: a filter, or a failed target
         out.update({c: by_key[key][c] for c in _SCORE_COLUMNS})

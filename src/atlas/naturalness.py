@@ -65,3 +65,9 @@ def of_uint8(pixels: np.ndarray, batch_size: int = 64) -> Naturalness:
         empty = np.zeros(0)
         return Naturalness(empty, empty, empty)
     return Naturalness(*(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS))
+
+
+def of_photos(images: np.ndarray, rows: np.ndarray) -> dict[str, float | int]:
+    """The mean figures of a dataset's photos `images[rows]` (the reference row beside every
+    method's), with their count under "photos"."""
+    return {"photos": len(rows), **of_uint8(np.asarray(images[rows])).mean()}
