@@ -11,6 +11,7 @@ Prints:
   output of `/usr/bin/time -v` around `snakemake`) the run's own wall time, CPU time and peak RSS;
 - the generation jobs' start-up share: a job's wall seconds against its targets' optimisation
   seconds (the records' `seconds` per target times the targets);
+- the autoencoder (when the run trained one): its epochs and validation ratio (train.json);
 - images: per method and kind, the rows, the images and the failed targets;
 - the site: its size on disk (files, MiB) and the size of its images;
 - quality: per method, over its class targets, D > 0.5, judge top-1, top-5 and mean judge
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -236,6 +238,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"\ngeneration jobs of 10+ targets: {len(big)}; outside the optimisation "
                 f"(start-up, loading D, writing): median {big.overhead.median():.1%}, max {big.overhead.max():.1%} of the job"
             )
+
+    for train in sorted((run / "autoencoder").glob("*/train.json")):
+        f = json.loads(train.read_text()).get("figures", {})
+        print(
+            f"\nautoencoder {train.parent.name}: {f.get('epochs')} epochs in {f.get('train_seconds', 0):.0f} s, "
+            f"validation MSE {f.get('val_mse', float('nan')):.4f} against {f.get('mean_image_val_mse', float('nan')):.4f} "
+            f"for the mean training image (ratio {f.get('ratio', float('nan')):.2f})"
+        )
 
     print("\nimages:")
     counts = index.groupby(["method", "kind"]).agg(rows=("target_id", "size"), failed=("failed", "sum"))
