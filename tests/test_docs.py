@@ -45,8 +45,10 @@ NOT_RUN_HERE = {
     "sinfo -R": NEEDS_SLURM,
     "squeue --me --name fb60da6a-5c27-4e81-b84b-9ec8c1af6235": NEEDS_SLURM,
     "scancel --name fb60da6a-5c27-4e81-b84b-9ec8c1af6235": NEEDS_SLURM,
-    'sbatch --job-name atlas-head --time 2-00:00:00 --mem 4G --cpus-per-task 2 --output atlas-head-%j.log --wrap "uv run snakemake --cores all --profile slurm"': NEEDS_SLURM,
-    "uv run python -c \"import torchvision.models as m; m.get_model('vgg16', weights='DEFAULT'); m.get_model('resnet50', weights='DEFAULT')\"": "downloads torchvision's weights from download.pytorch.org",
+    "sbatch --job-name atlas-head --time 2-00:00:00 --mem 4G --cpus-per-task 2 --output atlas-head-%j.log "
+    '--wrap "uv run snakemake --cores all --profile slurm"': NEEDS_SLURM,
+    "uv run python -c \"import torchvision.models as m; m.get_model('vgg16', weights='DEFAULT'); "
+    "m.get_model('resnet50', weights='DEFAULT')\"": "downloads torchvision's weights from download.pytorch.org",
     "OUT=/tmp/gpu-figures bash benchmarks/gpu_suite.sh": "needs a GPU (its --smoke variant runs in tests/test_benchmarks.py)",
 }
 # A nested key set on the command line: the dry run must pass this value to the job that uses it.
