@@ -8,7 +8,7 @@ Runs `atlas.generate.generate` once per precision on the same targets and seed, 
 precision the wall and CPU seconds, the targets' mean probability and activation as scored on
 the saved images (always in fp32), how many reached rank 1, and the mean and largest difference
 of the saved images from the first precision's, in 8-bit levels. Pixel-level differences are
-expected with sign-like optimisers (docs/benchmarks.md, "Speed options"); the outcome columns say whether bf16
+expected with sign-like optimisers (docs/benchmarks.md, "Speed on the CPU"); the outcome columns say whether bf16
 optimises as well. A benchmark, not a test.
 """
 

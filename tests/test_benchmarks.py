@@ -295,3 +295,32 @@ def test_peers_run_lucent_and_horama_on_a_tiny_model(tmp_path: Path, monkeypatch
     peers.contact_sheet(results, (1, 2), out / "sheet.png")
     with Image.open(out / "sheet.png") as sheet:
         assert sheet.size[1] > 2 * 160
+
+
+def test_the_run_report_writes_the_quality_table_the_docs_quote(tmp_path: Path) -> None:
+    """`run_report.py RUN --figures DIR`'s quality.md: the site summary's counts, a failed target
+    counting as a miss, under a line naming the run; without a built site it stops in one line and
+    writes nothing."""
+    import pandas as pd
+
+    from tests.site_synthetic import synthetic_index
+
+    run = tmp_path / "results" / "demo"
+    index_path = synthetic_index(run, n_classes=6, methods=("fourier", "pixel"), failed=[("pixel", "class-0003")])
+    spec = importlib.util.spec_from_file_location("run_report", BENCH / "run_report.py")
+    assert spec and spec.loader
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    df = pd.read_parquet(index_path)
+    text = report.quality_markdown(run, df)
+    lines = text.splitlines()
+    assert lines[0].startswith("Run `demo`") and "run_report.py results/demo --figures DIR" in lines[0]
+    rows = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ") for line in lines[4:]}
+    assert list(rows) == ["fourier", "pixel"]
+    pixel = df[(df.method == "pixel") & (df.kind == "class")]
+    assert rows["pixel"][1] == f"{int((pixel.d_prob > 0.5).sum())} / 6"
+    assert rows["pixel"][3] == str(int((pixel.judge_rank <= 5).sum()))
+    assert rows["pixel"][4] == f"{pixel[~pixel.failed].judge_prob.mean():.3f}"
+    with pytest.raises(SystemExit, match="site/index.html does not exist") as exc:
+        report.main([str(run), "--figures", str(tmp_path / "figures")])
+    assert "\n" not in str(exc.value.code) and not (tmp_path / "figures").exists()

@@ -1,6 +1,6 @@
 """Runtime options (atlas.runtime): bf16 and channels-last give the fp32 images within stated
 tolerances, resolve per device, and are recorded with the outputs. `--compile` is not tested
-here: compiling even the tiny nets takes about a minute of CPU per run (docs/benchmarks.md, "Speed options").
+here: compiling even the tiny nets takes about a minute of CPU per run (docs/benchmarks.md, "Speed on the CPU").
 
 Tolerances. bf16 runs D only (G stays fp32, see `atlas.parameterise`) and keeps 8 significant
 bits, so a step's loss agrees with fp32's to about 1%; where the optimiser is linear in the

@@ -259,9 +259,9 @@ def test_the_cli_writes_scores_with_their_provenance(tmp_path: Path, capsys: pyt
     assert err.startswith("atlas score: error:") and "\n" not in err and not bad.exists()
 
 
-def test_the_readme_lists_the_default_robustness_set() -> None:
-    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
-    assert ", ".join(t.name for t in robustness_set()) in readme
+def test_the_design_doc_lists_the_default_robustness_set() -> None:
+    design = " ".join((Path(__file__).resolve().parents[1] / "docs" / "design.md").read_text().split())
+    assert ", ".join(t.name for t in robustness_set()) in design
 
 
 def test_torchvision_default_weights_are_found_in_the_hub_cache_for_their_sha256(

@@ -1,5 +1,5 @@
-"""glibc's memory allocator, set up for optimisation loops on the CPU (docs/benchmarks.md, "Process
-start-up, the allocator and the layout").
+"""glibc's memory allocator, set up for optimisation loops on the CPU (docs/benchmarks.md, "Speed
+on the CPU").
 
 By default glibc serves every allocation above a threshold (128 KiB at first, raised as blocks are
 freed, never above 32 MiB) with a fresh `mmap` and hands it back to the kernel when it is freed.

@@ -99,7 +99,7 @@ class _WithDecoder(Parameterisation):
 
     def _generate(self, f: torch.Tensor) -> torch.Tensor:
         # G runs in fp32 also under bf16 autocast (only D runs in bf16). Measured (docs/benchmarks.md,
-        # "Speed options"; tests/test_runtime.py): in bf16, the scratch G's BatchNorm over a single
+        # "Speed on the CPU"; tests/test_runtime.py): in bf16, the scratch G's BatchNorm over a single
         # image turned the rounding of nearly constant channels into noise and lost its targets,
         # and the pretrained G's backward cancels enough to err by a third of a step; with G in
         # fp32 and D in bf16 the images stay within one 8-bit level of fp32's.

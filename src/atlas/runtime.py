@@ -10,7 +10,7 @@ None of these changes what is optimised; they change how fast and with which rou
   the CPU path bitwise reproducible).
 - `channels_last`: `on`/`off`/`auto` (auto: on, on a GPU and on a CPU: cuDNN's and oneDNN's
   convolutions both run faster on NHWC; on this project's CPU 8-35 % less time per step, the
-  scratch method's most, docs/benchmarks.md "Process start-up, the allocator and the layout").
+  scratch method's most, docs/benchmarks.md, "Speed on the CPU").
 - `fold_bn`: `on`/`off`/`auto` (auto: on): D's BatchNorm layers folded into the convolutions
   before them (`atlas.fold`): the same function to float rounding, about a sixth less CPU time per
   image on EfficientNet-Lite0.
@@ -18,7 +18,7 @@ None of these changes what is optimised; they change how fast and with which rou
   filter target's hooks would recompile it every step). An explicit opt-in on every device: it
   costs a compilation of tens of seconds to minutes per job.
 
-What bf16 does to the images (docs/benchmarks.md, "Speed options"): per step the losses agree with fp32 to
+What bf16 does to the images (docs/benchmarks.md, "Speed on the CPU"): per step the losses agree with fp32 to
 about 1%, but in a deep ReLU network the gradient to the image does not agree elementwise (bf16
 rounding flips the ReLU masks of units near zero), so with sign-like optimisers (Adam, Adamax)
 trajectories part from the fp32 ones; with the pretrained method the images stay within about
