@@ -85,6 +85,34 @@ def test_a_vit_draws_at_its_declared_size_with_its_own_classes(tmp_path, capsys)
     assert all(0 <= k < 10 for top in records["top5"] for k in top)
 
 
+def test_the_methods_draw_at_the_size_the_model_declares(tmp_path, capsys) -> None:
+    from PIL import Image
+
+    out = tmp_path / "out"
+    code = main(
+        [
+            "generate",
+            "--method",
+            "fourier",
+            "--classifier",
+            "timm:vit_tiny_patch16_384",
+            "--weights",
+            "random",
+            "--targets",
+            "class:1",
+            "--steps",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    records = pd.read_parquet(out / "records.parquet")
+    assert records["image_size"].tolist() == [384]
+    with Image.open(out / records["image"].iloc[0]) as im:
+        assert im.size == (384, 384)
+
+
 def test_a_vit_filter_draws_an_image_whose_channel_activation_rises(tmp_path, capsys) -> None:
     """The same seed, so the same start: after 1 step and after 30, the channel's mean over the
     patch tokens of the saved image (the records' activation)."""
@@ -250,3 +278,19 @@ def _write(text: str) -> Path:
 def test_timm_weights_with_other_classes_than_the_classes_file_are_refused(tmp_path) -> None:
     with pytest.raises(AtlasError, match="efficientnet-lite0: the shipped ImageNet-1k weights have 1000 classes"):
         load(ClassifierSpec("efficientnet-lite0", classes=str(classes_file(tmp_path))))
+
+
+def test_a_timm_batchnorm_with_its_activation_is_not_folded_away(caplog) -> None:
+    """timm's BatchNormAct2d applies its activation after the affine map: folding it into the
+    convolution would drop the activation, so it stays (and nothing is reported as refused)."""
+    from timm.layers import BatchNormAct2d
+
+    from atlas.fold import fold_batchnorm
+
+    c = load(ClassifierSpec("timm:test_efficientnet", "random"))
+    assert any(isinstance(m, BatchNormAct2d) for m in c.model.modules())
+    x = torch.randn(2, 3, c.input_size, c.input_size)
+    before = c.model(x)
+    assert fold_batchnorm(c.model, c.input_size) == 0
+    assert torch.equal(c.model(x), before)
+    assert "not folded" not in caplog.text
