@@ -414,10 +414,11 @@ def _timm(spec: ClassifierSpec, seed: int, num_classes: int) -> Classifier:
                 f"could not get timm's weights for {arch} ({type(exc).__name__}: {first[:120]}); "
                 "offline, download them elsewhere and set the classifier weights to that local file"
             ) from exc
-        if model.num_classes != num_classes:
-            _same_classes(spec, model.num_classes, f"timm's weights for {arch}")
+        outputs = int(getattr(model, "num_classes", num_classes))
+        if outputs != num_classes:
+            _same_classes(spec, outputs, f"timm's weights for {arch}")
             raise AtlasError(
-                f"timm's weights for {arch} have {model.num_classes} classes, not ImageNet-1k's 1000; "
+                f"timm's weights for {arch} have {outputs} classes, not ImageNet-1k's 1000; "
                 "set classifier.classes to a file of their names"
             )
     else:
@@ -426,15 +427,15 @@ def _timm(spec: ClassifierSpec, seed: int, num_classes: int) -> Classifier:
         if spec.weights != "random":
             weights_file = spec.weights
             _load_state_file(model, Path(spec.weights), spec.name)
-    cfg = model.pretrained_cfg
+    cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", {}))
     prefix = getattr(model, "num_prefix_tokens", None)
     return Classifier(
         name=spec.name,
         weights=spec.weights,
         model=_freeze(model),
-        input_size=int(cfg["input_size"][-1]),
-        mean=tuple(float(v) for v in cfg["mean"]),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in cfg["std"]),  # type: ignore[arg-type]
+        input_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
+        mean=tuple(float(v) for v in cfg.get("mean", _IMAGENET_MEAN)),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in cfg.get("std", _IMAGENET_STD)),  # type: ignore[arg-type]
         class_names=[],
         weights_file=weights_file,
         interpolation="bicubic" if cfg.get("interpolation") == "bicubic" else "bilinear",

@@ -90,12 +90,12 @@ def _triple(value: Any, what: str) -> tuple[float, float, float] | None:
         return None
     items = value.split(",") if isinstance(value, str) else list(value)
     try:
-        out = tuple(float(v) for v in items)
+        out: tuple[float, ...] = tuple(float(v) for v in items)
     except (TypeError, ValueError):
         out = ()
     if len(out) != 3:
         raise AtlasError(f"{what} {value!r} is not three numbers (R, G, B); write e.g. 0.5,0.5,0.5")
-    return out  # type: ignore[return-value]
+    return out
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,8 @@ class ClassifierSpec:
             if missing:
                 raise AtlasError(
                     f"{where}: {self.name} does not declare its input; set {where}.{', '.join(missing)} "
-                    "(the size it was trained at and its normalisation, e.g. mean 0.485,0.456,0.406)"
+                    "(on the command line --image-size, --mean, --std): the size it was trained at and "
+                    "its normalisation, e.g. mean 0.485,0.456,0.406"
                 )
         if kind in SAVED and self.weights != "default":
             raise AtlasError(f"{where}.weights: {self.name} holds its own weights; set weights to default")
