@@ -79,6 +79,19 @@ def test_exemplars_say_which_photos_are_of_the_class_and_record_the_photos_natur
     assert info["naturalness"] == pytest.approx({"photos": 5, **want})
 
 
+def test_a_d_with_its_own_classes_does_not_count_the_datasets_imagenet_labels_as_its_classes(tmp_path: Path) -> None:
+    images = np.stack([np.full((8, 8, 3), c, dtype=np.uint8) for c in COLOURS])
+    data = write_dataset(tmp_path / "dataset", images, PARENTS, class_indices=[1, 1, 1, 0, None, None])
+    d = identity_d()
+    d.classes_file = "birds.txt"  # D's label set is a classes file's, not ImageNet-1k's
+    table = exemplars(d, data, parse_specs(["class:0", "pair:0+1"]), 2, tmp_path / "ex")
+    by_id = {row["target_id"]: row for row in table.to_pylist()}
+    # The same photos, ranked by D alone; none of them counted as a photo of D's class.
+    assert by_id["class-0000"]["exemplar_rows"] == [0, 3]
+    assert by_id["class-0000"]["class_photos"] is None and by_id["pair-0000+0001"]["class_photos"] is None
+    assert json.loads(table.schema.metadata[EXEMPLARS_KEY])["labels_are_d_classes"] is False
+
+
 def test_a_filters_exemplars_are_the_images_that_drive_its_channels_hardest(dataset: Path, tmp_path: Path) -> None:
     # The linear D's layer "pool" holds each channel's mean (no ReLU): green for channel 1; a
     # compound of channels 0 and 2 sums red and blue. Classes in the same run share D's pass.

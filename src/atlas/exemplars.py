@@ -20,7 +20,10 @@ target with `target_id`, `kind`, `classes`, `exemplars` (file names, best first)
 (each photo's class index, null when the dataset does not say) and `class_photos` (how many of
 the dataset's photos are labelled with one of the target's classes; null for a filter). The page
 of a target says where its exemplars come from and, when no photo of the class is among the
-candidates, that they are the photos D scores highest, not photos of the class.
+candidates, that they are the photos D scores highest, not photos of the class. The dataset's
+class labels are ImageNet-1k's: for a D with another label set (a classes file) they do not name
+D's classes, so `class_photos` is null and the metadata's `labels_are_d_classes` is false (the
+page says the exemplars are the photos D scores highest, whatever they show).
 
 The schema metadata also records the naturalness of the candidate photos (`atlas.naturalness`),
 the reference row the site sets beside each method's figures.
@@ -106,6 +109,7 @@ def exemplars(
     labels = manifest["label"].astype(object).where(manifest["label"].notna(), None).tolist()
     class_of = [None if pd.isna(c) else int(c) for c in manifest["class_index"]]
     per_class = Counter(class_of[r] for r in rows if class_of[r] is not None)
+    labels_apply = classifier.imagenet  # the dataset's class indices are ImageNet-1k's
     table: dict[str, list[object]] = {k: [] for k in _SCHEMA.names}
     used: set[int] = set()
     for t in targets:
@@ -125,7 +129,9 @@ def exemplars(
         table["exemplar_rows"].append(picked)
         table["exemplar_labels"].append([labels[r] for r in picked])
         table["exemplar_classes"].append([class_of[r] for r in picked])
-        table["class_photos"].append(None if t.kind == "filter" else sum(per_class[c] for c in t.classes))
+        table["class_photos"].append(
+            None if t.kind == "filter" or not labels_apply else sum(per_class[c] for c in t.classes)
+        )
     result = pa.Table.from_pydict(table, schema=_SCHEMA)
     info = {
         **software(),
@@ -133,6 +139,7 @@ def exemplars(
         "dataset": str(data),
         "candidates": len(rows),
         "labelled": sum(per_class.values()),
+        "labels_are_d_classes": labels_apply,
         "sources": sorted({str(v) for v in manifest["source"].iloc[rows].dropna()}),
         "naturalness": of_photos(images, rows),
         "images_sha256": recorded_sha256(data),

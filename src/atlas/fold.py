@@ -63,7 +63,9 @@ def conv_bn_pairs(model: nn.Module, size: int) -> list[tuple[str, str]]:
         return hook
 
     for name, module in model.named_modules():
-        if isinstance(module, nn.BatchNorm2d):
+        # Exactly BatchNorm2d: a subclass may do more than the affine map (timm's BatchNormAct2d
+        # applies its activation too), which folding would drop.
+        if type(module) is nn.BatchNorm2d:
             handles.append(module.register_forward_pre_hook(bn_hook(name)))
         elif isinstance(module, nn.Conv2d):
             handles.append(module.register_forward_hook(conv_hook(name)))

@@ -4,8 +4,9 @@ config's filters (layer names, channel ranges) when it plans, before any job, wi
 `layers.json` holds, for each classifier in `TABLED`, its layers usable as filter targets (modules
 whose output is a 4-D feature map), in forward order, with their channel counts: exactly what
 `atlas.classifier.Classifier.layers` finds with a forward pass (a test compares the two). A
-classifier not in the table (another `torchvision:<name>`) is checked by `atlas generate` when it
-loads the model. `python -m atlas.layer_table` rewrites the table from the models themselves.
+classifier not in the table (another `torchvision:<name>`, a `timm:` or `python:` model, whose
+layers only a forward pass finds) is checked by `atlas generate` when it loads the model.
+`python -m atlas.layer_table` rewrites the table from the models themselves.
 """
 
 from __future__ import annotations

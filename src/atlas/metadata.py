@@ -7,6 +7,7 @@ commit, the package versions) and `classifier_record()` (a classifier and its we
 from __future__ import annotations
 
 import functools
+import hashlib
 import platform
 import subprocess
 import sys
@@ -66,10 +67,15 @@ def software() -> dict[str, Any]:
 
 
 def classifier_record(classifier: Classifier) -> dict[str, Any]:
-    """A classifier as an output records it: its name, weights, input size and weights' sha256."""
-    return {
+    """A classifier as an output records it: its name, weights, input size and weights' sha256,
+    and for a label set other than ImageNet-1k's, its class count and the sha256 of its names."""
+    record: dict[str, Any] = {
         "name": classifier.name,
         "weights": classifier.weights,
         "input_size": classifier.input_size,
         "sha256": file_sha256(classifier.weights_file) if classifier.weights_file else None,
     }
+    if not classifier.imagenet:
+        names = "\n".join(classifier.class_names).encode()
+        record["classes"] = {"count": classifier.num_classes, "sha256": hashlib.sha256(names).hexdigest()}
+    return record

@@ -3,9 +3,10 @@
 The workflow imports this at DAG time, for every `snakemake` invocation (and on a cluster, in every
 job), so it must stay cheap: no torch, no classifier. Target ids and index ranges come from
 `atlas.targets` (torch-free, the one definition of both), and class indices are
-checked against the 1000 classes of ImageNet-1k, which every supported classifier has, rather
-than against a loaded model. Layer names and channel counts can only be checked by `atlas
-generate` itself, when the job loads the classifier.
+checked against the size of D's label set (`atlas.classifier_spec`: its classes file, or
+ImageNet-1k's 1000 classes) rather than against a loaded model. Layer names and channel counts
+are checked against `atlas.layer_table` where it has the classifier, otherwise by `atlas generate`
+itself, when the job loads the classifier.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from atlas.errors import AtlasError
 from atlas.targets import KINDS as TARGET_KINDS
 from atlas.targets import class_id, filter_id, parse_range, seeded_id
 
-# Every classifier Atlas resolves (efficientnet-lite0/2, torchvision:<name>) is an ImageNet-1k one.
+# The size of the default label set, ImageNet-1k's.
 NUM_CLASSES = 1000
 # Target kinds the workflow fans out over, in the order its jobs are listed (groups are for the
 # command line only).
@@ -117,14 +118,17 @@ def parse_indices(items: Iterable[int | str], what: str, limit: int | None) -> l
     return sorted(out)
 
 
-def class_targets(classes: Iterable[int | str], what: str = "classes") -> list[PlannedTarget]:
+def class_targets(
+    classes: Iterable[int | str], what: str = "classes", num_classes: int = NUM_CLASSES
+) -> list[PlannedTarget]:
+    """One target per class index, each checked against the label set's `num_classes`."""
     return [
         PlannedTarget(id=class_id("class", (c,)), kind="class", classes=(c,))
-        for c in parse_indices(classes, what, NUM_CLASSES)
+        for c in parse_indices(classes, what, num_classes)
     ]
 
 
-def pair_targets(pairs: Sequence[Sequence[int]]) -> list[PlannedTarget]:
+def pair_targets(pairs: Sequence[Sequence[int]], num_classes: int = NUM_CLASSES) -> list[PlannedTarget]:
     """Pairs in the order given; a pair repeated (in either order) is an error, not a silent merge."""
     out: list[PlannedTarget] = []
     seen: set[frozenset[int]] = set()
@@ -133,7 +137,7 @@ def pair_targets(pairs: Sequence[Sequence[int]]) -> list[PlannedTarget]:
         label = "+".join(map(str, members))
         if len(members) != 2 or members[0] == members[1]:
             raise AtlasError(f"pairs: {label} is not a pair of two different classes; write e.g. [9, 30]")
-        parse_indices(members, f"pairs: {label}", NUM_CLASSES)
+        parse_indices(members, f"pairs: {label}", num_classes)
         if frozenset(members) in seen:
             raise AtlasError(f"pairs: {label} is listed twice; list each pair once")
         seen.add(frozenset(members))

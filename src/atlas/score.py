@@ -8,6 +8,8 @@ reproduced from the PNG alone. Three views of each image:
 - an independent **judge** classifier's: the PNG's RGB is resized bilinearly to the judge's input
   size, then normalised the judge's way (`atlas.pixels.to_input`). An image that only fools D is
   adversarial noise; one that the judge also reads as the class carries features that transfer;
+  With no judge (`--judge none`: D's label set is not one any judge at hand was trained on), the
+  judge's columns are null and the index's `judge` column says none;
 - **robustness**: D's score after each transformation of a fixed, seeded set (`robustness_set`).
 
 And the image's naturalness (`atlas.naturalness`): saturation, RMS contrast, colourfulness.
@@ -30,6 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from atlas.classifier import Classifier
+from atlas.classifier_spec import NONE as NO_JUDGE
 from atlas.errors import AtlasError
 from atlas.formatting import finite_or_none
 from atlas.image_scores import class_scores, diversity, logits_and_features, score
@@ -188,19 +191,20 @@ def read_records(chunk: Path) -> list[dict[str, Any]]:
 
 def score_chunk(
     classifier: Classifier,
-    judge: Classifier,
+    judge: Classifier | None,
     chunk: Path,
     transforms: Sequence[Transform],
     batch_size: int = 16,
 ) -> pa.Table:
-    """The scores of every image of a chunk folder (from `atlas generate`), one row per record."""
+    """The scores of every image of a chunk folder (from `atlas generate`), one row per record;
+    with no judge (None), its columns are null."""
     if batch_size < 1:
         raise AtlasError(f"--batch-size must be at least 1, got {batch_size}")
     rows = read_records(chunk)
-    if judge.num_classes != classifier.num_classes:
+    if judge is not None and judge.class_names != classifier.class_names:
         raise AtlasError(
-            f"the judge {judge.name} has {judge.num_classes} classes and D {classifier.num_classes}: "
-            "choose a judge trained on the same classes"
+            f"the judge {judge.name} has other classes than D ({judge.num_classes} and {classifier.num_classes} "
+            "classes): choose a judge trained on D's classes (the same classes file), or no judge (none)"
         )
     for row in rows:
         if row["classifier"] != classifier.name:
@@ -219,22 +223,29 @@ def score_chunk(
             raise AtlasError(f"{chunk} holds images of different sizes: a damaged chunk; rerun it")
         rgb = to_rgb(torch.from_numpy(np.stack(pixels)))
         targets = [_target(r) for r in batch]
-        logits, feats = logits_and_features(judge, to_input(judge, rgb).to(judge.device))
-        js = class_scores(logits, targets)
+        if judge is not None:
+            logits, feats = logits_and_features(judge, to_input(judge, rgb).to(judge.device))
+            js = class_scores(logits, targets)
         rob = robustness(classifier, targets, rgb, transforms)
         nat = naturalness(rgb)
         for b, r in enumerate(batch):
             filt = r["kind"] == "filter"
             by_id[str(r["target_id"])] = {
-                "judge_prob": None if filt else _finite(float(js.prob[b])),
-                "judge_rank": None if filt else int(js.rank[b]),
-                "judge_top5": [int(c) for c in js.top5[b]],
-                "judge_top5_labels": [judge.class_names[int(c)] for c in js.top5[b]],
                 "robust_prob": None if filt else _finite(float(rob.prob[b])),
                 "robust_prob_min": None if filt else _finite(float(rob.prob_min[b])),
                 "robust_activation": _finite(float(rob.activation[b])),
                 **{f: float(getattr(nat, f)[b]) for f in FIELDS},
             }
+            if judge is None:
+                continue
+            by_id[str(r["target_id"])].update(
+                {
+                    "judge_prob": None if filt else _finite(float(js.prob[b])),
+                    "judge_rank": None if filt else int(js.rank[b]),
+                    "judge_top5": [int(c) for c in js.top5[b]],
+                    "judge_top5_labels": [judge.class_names[int(c)] for c in js.top5[b]],
+                }
+            )
             if feats is not None:
                 features[str(r["target_id"])] = feats[b]
     # A target drawn from several seeds: how different its images are to the judge.
@@ -251,7 +262,7 @@ def score_chunk(
         out["method"].append(r["method"])
         out["target_id"].append(r["target_id"])
         out["d_top5_labels"].append([classifier.class_names[int(c)] for c in r["top5"] or []])
-        out["judge"].append(judge.name)
+        out["judge"].append(NO_JUDGE if judge is None else judge.name)
         for c in SCORE_COLUMNS[4:]:
             out[c].append(got.get(c))
     schema = pa.schema([INDEX_SCHEMA.field(c) for c in SCORE_COLUMNS])
@@ -259,7 +270,7 @@ def score_chunk(
 
 
 def inputs_of(
-    chunk: Path, classifier: Classifier, judge: Classifier, transforms: Sequence[Transform]
+    chunk: Path, classifier: Classifier, judge: Classifier | None, transforms: Sequence[Transform]
 ) -> dict[str, Any]:
     """What a chunk's scores depend on: its records (rewritten whenever the chunk is generated
     again), D, the judge and the robustness set. Recorded with the scores; equal inputs, equal
@@ -267,7 +278,7 @@ def inputs_of(
     return {
         "records_sha256": sha256_file(chunk / RECORDS),
         "classifier": classifier_record(classifier),
-        "judge": classifier_record(judge),
+        "judge": None if judge is None else classifier_record(judge),
         "robustness": [asdict(t) for t in transforms],
         "columns": list(SCORE_COLUMNS),  # a scores file of an older layout is made again
     }
@@ -285,7 +296,7 @@ def score_chunks(
     chunks: Sequence[Path],
     outs: Sequence[Path],
     classifier: Classifier,
-    judge: Classifier,
+    judge: Classifier | None,
     transforms: Sequence[Transform],
     batch_size: int = 16,
 ) -> int:
@@ -314,7 +325,7 @@ def score_chunks(
 def write_scores(
     table: pa.Table,
     classifier: Classifier,
-    judge: Classifier,
+    judge: Classifier | None,
     transforms: Sequence[Transform],
     out: Path,
     inputs: dict[str, Any] | None = None,
@@ -322,7 +333,7 @@ def write_scores(
     """Write a chunk's scores atomically, with what made them as JSON under `SCORES_KEY`."""
     info = {
         "classifier": classifier_record(classifier),
-        "judge": classifier_record(judge),
+        "judge": None if judge is None else classifier_record(judge),
         "robustness": [asdict(t) for t in transforms],
         **software(),
         "device": str(classifier.device),

@@ -1,9 +1,10 @@
 # Helpers of the Atlas workflow: the config checks the schema cannot express, the chunk plan, and
 # the paths and arguments of every job. Evaluated for every snakemake invocation (and in every
 # cluster job), so nothing here imports torch or loads a classifier: class indices are checked
-# against ImageNet-1k's 1000 classes, layer names and channel counts against the table of the
-# built-in classifiers' layers that the package ships (`atlas.layer_table`); a classifier not in
-# that table has its filters checked by `atlas generate` when it loads the model.
+# against D's label set (its classes file, or ImageNet-1k's 1000 classes: `atlas.classifier_spec`),
+# layer names and channel counts against the table of the built-in classifiers' layers that the
+# package ships (`atlas.layer_table`); a classifier not in that table has its filters checked by
+# `atlas generate` when it loads the model.
 
 import hashlib
 import json
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from atlas.classifier_spec import NONE, SAVED, ClassifierSpec
 from atlas.errors import AtlasError
 from atlas.layer_table import check_filter
 from atlas.methods import METHODS, settings_for
@@ -57,25 +59,73 @@ def method_overrides(method):
     return out
 
 
+def classifier_spec():
+    """D, as the config names it (`atlas.classifier_spec`)."""
+    return ClassifierSpec.from_config(config["classifier"], "classifier")
+
+
+def judge_spec():
+    """The judge, or None for judge.name none."""
+    return None if config["judge"]["name"] == NONE else ClassifierSpec.from_config(config["judge"], "judge")
+
+
+_num_classes = {}
+
+
+def num_classes():
+    """The size of D's label set (read once: planning asks for it per target list)."""
+    if "n" not in _num_classes:
+        _num_classes["n"] = classifier_spec().num_classes
+    return _num_classes["n"]
+
+
 def planned_targets(kind, method=None):
     """The targets of `kind` that `method` draws (None: every enabled method's, together)."""
+    n = num_classes()
     if kind == "class":
         if method is not None and config["methods"][method]["classes"] is not None:
-            return class_targets(config["methods"][method]["classes"], f"methods.{method}.classes")
+            return class_targets(config["methods"][method]["classes"], f"methods.{method}.classes", n)
         if method is None:
             listed = list(config["classes"])
             for m in enabled_methods():
                 listed += config["methods"][m]["classes"] or []
-            return class_targets(listed)
-        return class_targets(config["classes"])
+            return class_targets(listed, num_classes=n)
+        return class_targets(config["classes"], num_classes=n)
     if kind == "pair":
-        return pair_targets(config["pairs"])
+        return pair_targets(config["pairs"], n)
     return filter_targets(config["filters"])
+
+
+def check_models():
+    """D's and the judge's specs: names, the inputs a user's model must declare, the label set,
+    and a judge that can judge D's classes; raises AtlasError."""
+    d = classifier_spec()
+    d.check("classifier")
+    judge = judge_spec()
+    if judge is not None:
+        judge.check("judge")
+        if judge.class_names() != d.class_names():
+            raise AtlasError(
+                f"judge: {judge.name} classifies {judge.classes or 'ImageNet-1k'}'s {judge.num_classes} classes, "
+                f"D {d.classes or 'ImageNet-1k'}'s {d.num_classes}: set judge.name to none (no judge), or to a "
+                "judge trained on D's classes with judge.classes the same file"
+            )
+    if d.kind in SAVED and config["filters"]:
+        raise AtlasError(
+            f"filters: {d.name} is a saved {d.kind} model whose layers cannot be hooked; drop the filters, "
+            "or name the model as python:<module>:<function> with a state-dict file"
+        )
+    if "pretrained" in enabled_methods() and (d.kind in ("python", *SAVED) or d.mean or d.std):
+        raise AtlasError(
+            "methods.pretrained: its autoencoder learns D's normalisation from D's name, which "
+            f"{d.name} with its own mean/std does not give; disable the pretrained method for this classifier"
+        )
 
 
 def check_config():
     """Everything the schema cannot say, checked before any job runs."""
     try:
+        check_models()
         for method in enabled_methods():
             planned_targets("class", method)  # each method's own class list, named in its errors
         targets = {kind: planned_targets(kind) for kind in KINDS}
@@ -92,6 +142,9 @@ def check_config():
     for section, weights in local_weights().items():
         if not os.path.isfile(weights):
             fail(f"{section}.weights: {weights} is neither default, random nor an existing file")
+    for key, path in model_files().items():
+        if not os.path.isfile(path):
+            fail(f"{key.split('_', 1)[0]}: the model file {path} does not exist; give an existing file")
     if {"pretrained", "maco"} & set(enabled_methods()) or exemplars_on():
         check_dataset(config["dataset"])
     check_set_resources()
@@ -260,6 +313,7 @@ def chunk_inputs(chunk):
         inputs["spectrum"] = f"{run_dir()}/dataset/images.npy"
     if "classifier" in local_weights():
         inputs["weights"] = local_weights()["classifier"]
+    inputs.update({k: v for k, v in model_files().items() if k.startswith("classifier_")})
     return inputs
 
 
@@ -292,13 +346,12 @@ def _flags(pairs):
 
 
 def classifier_args():
-    c = config["classifier"]
-    return _flags([("classifier", c["name"]), ("weights", c["weights"]), ("image-size", c["image_size"])])
+    return _flags(classifier_spec().flags())
 
 
 def judge_args():
-    j = config["judge"]
-    return _flags([("judge", j["name"]), ("judge-weights", j["weights"])])
+    judge = judge_spec()
+    return _flags([("judge", NONE)] if judge is None else judge.flags("judge-"))
 
 
 def local_weights():
@@ -306,13 +359,28 @@ def local_weights():
     return {
         key: config[key]["weights"]
         for key in ("classifier", "judge")
-        if config[key]["weights"] not in ("default", "random")
+        if config[key]["weights"] not in ("default", "random") and config[key]["name"] != NONE
     }
 
 
+def model_files():
+    """D's and the judge's other files (a saved model, a classes file), by section and role."""
+    out = {}
+    specs = {"classifier": classifier_spec(), "judge": judge_spec()}
+    for section, spec in specs.items():
+        if spec is None:
+            continue
+        if spec.kind in SAVED:
+            out[f"{section}_model"] = spec.name.split(":", 1)[1]
+        if spec.classes is not None:
+            out[f"{section}_classes"] = spec.classes
+    return out
+
+
 def weights_inputs():
-    """Local weight files of D and the judge: a changed file reruns the jobs that read it."""
-    return {f"{key}_weights": path for key, path in local_weights().items()}
+    """Local weight files of D and the judge, and their saved models and classes files: a changed
+    file reruns the jobs that read it."""
+    return {**{f"{key}_weights": path for key, path in local_weights().items()}, **model_files()}
 
 
 def robustness_args():
@@ -376,6 +444,11 @@ def decoder_arg(wildcards, input):
 def folder_of(wildcards, output):
     """The folder of a job's first named output (a tool's --out DIR)."""
     return os.path.dirname(output[0])
+
+
+def dataset_folder(wildcards, input):
+    """The folder of the dataset a job reads (its `images` input), whatever other inputs it has."""
+    return os.path.dirname(input.images)
 
 
 def folder_of_input(wildcards, input):

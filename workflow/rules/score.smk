@@ -61,7 +61,7 @@ rule exemplars:
         targets=exemplar_target_args(),
         top_k=config["exemplars"]["top_k"],
         seed=config["seed"],
-        data=folder_of_input,
+        data=dataset_folder,
         out=folder_of,
     shell:
         "OMP_NUM_THREADS={threads} atlas exemplars --data {params.data} {params.classifier} {params.targets} "

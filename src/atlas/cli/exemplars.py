@@ -29,14 +29,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from atlas.classifier import load_classifier
+    from atlas.classifier import load
+    from atlas.cli.options import classifier_spec
     from atlas.exemplars import exemplars
     from atlas.runtime import pick_device
     from atlas.targets import parse_specs
 
     targets = parse_specs(args.targets)
     device = pick_device(args.device)
-    classifier = load_classifier(args.classifier, args.weights, seed=args.seed, image_size=args.image_size)
+    classifier = load(classifier_spec(args), seed=args.seed)
     classifier.to(device)
     exemplars(classifier, Path(args.data), targets, args.top_k, Path(args.out), args.batch_size)
     return 0

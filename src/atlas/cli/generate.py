@@ -94,7 +94,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from atlas.classifier import load_classifier
+    from atlas.classifier import load
+    from atlas.cli.options import classifier_spec
     from atlas.generate import GenerateConfig, generate
     from atlas.methods import parse_overrides, settings_for
     from atlas.runtime import pick_device
@@ -122,6 +123,6 @@ def run(args: argparse.Namespace) -> int:
         attempts=parse_attempts(args.attempt or []),
     )
     device = pick_device(args.device)
-    classifier = load_classifier(args.classifier, args.weights, seed=args.seed, image_size=args.image_size)
+    classifier = load(classifier_spec(args), seed=args.seed)
     generate(classifier, targets, cfg, Path(args.out), device)
     return 0

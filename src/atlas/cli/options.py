@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 
+from atlas.classifier_spec import NAMES_HELP, ClassifierSpec
 from atlas.targets import SPEC_HELP
 
 DEFAULT_CLASSIFIER = "efficientnet-lite0"
 DEFAULT_JUDGE = "efficientnet-lite2"
-CLASSIFIERS_HELP = "efficientnet-lite0, efficientnet-lite2 or torchvision:<name>"
-WEIGHTS_HELP = "default (the package's or torchvision's), random, or a local state-dict file"
+CLASSIFIERS_HELP = NAMES_HELP
+WEIGHTS_HELP = "default (the package's, torchvision's or timm's), random, or a local state-dict file"
 
 
 def add_classifier(p: argparse.ArgumentParser, as_generated: bool = False, image_size: bool = True) -> None:
@@ -35,6 +36,29 @@ def add_classifier(p: argparse.ArgumentParser, as_generated: bool = False, image
             metavar="PX",
             help=f"run D at PX x PX (default: its own input size{same})",
         )
+    add_model_options(group, "", "D")
+
+
+def add_model_options(group: argparse._ArgumentGroup, prefix: str, who: str) -> None:
+    """--[prefix]mean, --[prefix]std and --[prefix]classes: what a model that does not declare
+    them (python:, torchscript:, export:) needs, and any model's own label set."""
+    group.add_argument(
+        f"--{prefix}mean", default=None, metavar="R,G,B", help=f"{who}'s input mean on RGB in [0, 1] (default: its own)"
+    )
+    group.add_argument(f"--{prefix}std", default=None, metavar="R,G,B", help=f"{who}'s input std (default: its own)")
+    group.add_argument(
+        f"--{prefix}classes",
+        default=None,
+        metavar="FILE",
+        help=f"{who}'s class names, one a line, in class-index order (default: ImageNet-1k's 1000)",
+    )
+
+
+def classifier_spec(args: argparse.Namespace) -> ClassifierSpec:
+    """D as the options `add_classifier` declared name it."""
+    return ClassifierSpec.of(
+        args.classifier, args.weights, getattr(args, "image_size", None), args.mean, args.std, args.classes
+    )
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

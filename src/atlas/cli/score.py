@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-from atlas.cli.options import DEFAULT_JUDGE, WEIGHTS_HELP, add_batch_size, add_classifier, add_device, add_seed
+from atlas.cli.options import (
+    DEFAULT_JUDGE,
+    WEIGHTS_HELP,
+    add_batch_size,
+    add_classifier,
+    add_device,
+    add_model_options,
+    add_seed,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,9 +45,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     judge.add_argument(
         "--judge",
         default=DEFAULT_JUDGE,
-        help=f"the judge: efficientnet-lite0/2 or torchvision:<name> (default {DEFAULT_JUDGE})",
+        help=f"the judge: a classifier name as for --classifier, trained on D's classes, or none: no judge "
+        f"(default {DEFAULT_JUDGE})",
     )
     judge.add_argument("--judge-weights", default="default", help=f"the judge's weights: {WEIGHTS_HELP}")
+    judge.add_argument(
+        "--judge-image-size", type=int, default=None, metavar="PX", help="run the judge at PX x PX (default: its own)"
+    )
+    add_model_options(judge, "judge-", "the judge")
     robust = p.add_argument_group("robustness")
     robust.add_argument("--jitter-px", type=int, default=4, help="largest shift, in pixels (default 4)")
     robust.add_argument("--jitter-count", type=int, default=4, help="number of seeded shifts (default 4)")
@@ -66,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from atlas.classifier import load_classifier
+    from atlas.classifier import load
+    from atlas.classifier_spec import NONE, ClassifierSpec
+    from atlas.cli.options import classifier_spec
     from atlas.runtime import pick_device
     from atlas.score import DEFAULT_SCALES, read_records, robustness_set, score_chunks
 
@@ -76,12 +91,20 @@ def run(args: argparse.Namespace) -> int:
     for chunk in chunks:
         read_records(chunk)  # their errors before two classifiers are loaded
     device = pick_device(args.device)
-    classifier = load_classifier(args.classifier, args.weights, seed=args.seed, image_size=args.image_size)
-    judge = load_classifier(args.judge, args.judge_weights, seed=args.seed)
+    classifier = load(classifier_spec(args), seed=args.seed)
+    judge = None
+    if args.judge != NONE:
+        judge_spec = ClassifierSpec.of(
+            args.judge, args.judge_weights, args.judge_image_size, args.judge_mean, args.judge_std, args.judge_classes
+        )
+        judge = load(judge_spec, seed=args.seed).to(device)
     classifier.to(device)
-    judge.to(device)
     scored = score_chunks(chunks, outs, classifier, judge, transforms, args.batch_size)
     logging.getLogger("atlas.score").info(
-        "%d of %d chunks scored under %s and %d transformations", scored, len(chunks), judge.name, len(transforms)
+        "%d of %d chunks scored under %s and %d transformations",
+        scored,
+        len(chunks),
+        "no judge" if judge is None else judge.name,
+        len(transforms),
     )
     return 0

@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--classifier",
         default=DEFAULT_CLASSIFIER,
         help=f"whose normalised input space the decoder outputs (default {DEFAULT_CLASSIFIER}; "
-        "efficientnet-lite2 or torchvision:<name>)",
+        "efficientnet-lite2, torchvision:<name> or timm:<name>)",
     )
     p.add_argument(
         "--encoder",

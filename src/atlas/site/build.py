@@ -15,6 +15,7 @@ import pyarrow as pa
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from tqdm import tqdm
 
+from atlas.classifier_spec import NONE as NO_JUDGE
 from atlas.errors import AtlasError
 from atlas.formatting import number, percent, value
 from atlas.io import atomic_dir
@@ -159,7 +160,9 @@ def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE, png: bool = Fals
         for lp in layer_pages:
             page(lp["page"], "layer.html", layer=lp)
         page("pairs.html", "pairs.html", targets=[t for t in targets if t.kind in ("pair", "group")])
-        compared = comparison(targets, methods)
+        # judge: none (D's label set is its own): no figure of an absent judge is published.
+        no_judge = all(r.get("judge") == NO_JUDGE for t in targets for r in t.rows.values())
+        compared = [] if no_judge else comparison(targets, methods)
         by_group = group_table(groups, targets, methods)
         page("groups.html", "groups.html", groups=by_group, scheme=scheme)
         for g in by_group:
@@ -171,6 +174,7 @@ def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE, png: bool = Fals
             "summary.html",
             "summary.html",
             comparison=compared,
+            no_judge=no_judge,
             comparison_columns=COMPARISON_COLUMNS,
             colours={m["name"]: m["colour"] for m in common["methods"]},
             descriptions=METHOD_DESCRIPTIONS,

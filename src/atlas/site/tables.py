@@ -312,6 +312,11 @@ def exemplar_note(t: TargetView, info: dict[str, Any] | None) -> str | None:
     text = f"The {n} photos of the run's dataset ({sources}) ranked by D's activation for the target; "
     if t.kind == "filter":
         return text + "the photos that drive the filter hardest."
+    if info.get("labels_are_d_classes") is False:
+        return (
+            text + "the dataset's labels are ImageNet-1k classes, not D's, so these are the photos D scores "
+            "highest for the class, whatever they show."
+        )
     counts = [int(r["class_photos"]) for r in t.rows.values() if r.get("class_photos") is not None]
     if not counts:
         return text.rstrip("; ") + "."
