@@ -5,6 +5,7 @@
 # built-in classifiers' layers that the package ships (`atlas.layer_table`); a classifier not in
 # that table has its filters checked by `atlas generate` when it loads the model.
 
+import copy
 import hashlib
 import json
 import os
