@@ -19,7 +19,8 @@ min_version("9.0")
 # What the head does when the cluster fails (atlas.cluster, docs/operations.md): the SLURM
 # executor's status checks and submissions made to end, one line per failed job, and a hint for
 # a lock that a killed run left.
-cluster.install(workflow)
+if not workflow.modifier.is_module:  # not again for the second model's copy (compare.smk)
+    cluster.install(workflow)
 
 
 configfile: "config.yaml"
@@ -39,6 +40,7 @@ include: "workflow/rules/collect.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/index.smk"
 include: "workflow/rules/site.smk"
+include: "workflow/rules/compare.smk"
 
 
 # When the run starts: SIGTERM stops it as Ctrl-C does (its jobs are cancelled), and jobs of an
@@ -74,3 +76,6 @@ rule all:
         chunks=all_chunk_records(),
         runs=all_chunk_runs(),
         site=f"{run_dir()}/site",
+        # With `compare:`, the second model's run (its own images, index and site) and the two
+        # read across (compare.smk).
+        compare=compare_outputs(),

@@ -319,3 +319,43 @@ def test_a_group_in_the_address_narrows_the_grid(browser: webdriver.Chrome, site
     assert "#group=" not in browser.current_url
     problems, undecoded, _ = _visit(browser, (site / "failures.html").as_uri())
     assert not problems and not undecoded
+
+
+@pytest.fixture(scope="module")
+def compare_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run A's site beside a second model's run B (`atlas compare` on random-weight models)."""
+    root = tmp_path_factory.mktemp("browser") / "two models"
+    methods = ("pixel", "fourier")
+    a = synthetic_index(root / "a", methods=methods)
+    b = synthetic_index(root / "b", methods=methods, style="noisy")
+    table = root / "a" / "compare" / "compare.parquet"
+    models = ["--weights", "random", "--image-size", "32", "--other-classifier", "efficientnet-lite2"]
+    models += ["--other-weights", "random", "--other-image-size", "32"]
+    assert main(["compare", "--index", str(a), "--other-index", str(b), *models, "--out", str(table)]) == 0
+    assert main(["site", "--index", str(a), "--compare", str(table), "--out", str(root / "a" / "site")]) == 0
+    return root / "a" / "site"
+
+
+def test_a_class_page_shows_both_models_images_side_by_side(browser: webdriver.Chrome, compare_site: Path) -> None:
+    for name in ("class-0001.html", "pair-0000+0001.html", "changed.html", "summary.html"):
+        problems, undecoded, _ = _visit(browser, (compare_site / name).as_uri())
+        assert not problems, (name, problems)
+        assert not undecoded, (name, undecoded)
+    browser.get((compare_site / "class-0001.html").as_uri())
+    for method in ("pixel", "fourier"):
+        images = browser.find_elements(By.CSS_SELECTOR, f"#two-{method} + .two-models img")
+        assert len(images) == 2, method
+        a, b = images
+        assert f"/images/{method}/class-0001.jpg" in a.get_attribute("src")
+        assert f"/compare/images/{method}/class-0001.jpg" in b.get_attribute("src")
+        for img in images:
+            assert browser.execute_script("return arguments[0].naturalWidth", img) > 0
+        # Side by side: B's image to the right of A's, on the same line.
+        assert a.location["y"] == b.location["y"] and b.location["x"] > a.location["x"] + a.size["width"]
+    # The most-changed page lists every compared target, each linking to its page.
+    browser.get((compare_site / "changed.html").as_uri())
+    links = {
+        e.get_attribute("href").rsplit("/", 1)[-1]
+        for e in browser.find_elements(By.CSS_SELECTOR, "table.changed td:nth-child(2) a")
+    }
+    assert links == {"class-0000.html", "class-0001.html", "class-0002.html", "class-0003.html", "pair-0000+0001.html"}

@@ -183,9 +183,10 @@ class ClassifierSpec:
 
     def flags(self, prefix: str = "") -> list[tuple[str, object]]:
         """(flag, value) pairs of the command line's classifier options (`atlas.cli.options`),
-        None for the ones left at their default. `prefix` is judge- for the judge's."""
+        None for the ones left at their default. `prefix` is judge- for the judge's, other- for
+        the second model's of `atlas compare`."""
         p = prefix
-        name_flag = "judge" if prefix == "judge-" else "classifier"
+        name_flag = "judge" if prefix == "judge-" else f"{prefix}classifier"
         return [
             (name_flag, self.name),
             (f"{p}weights", self.weights),

@@ -170,7 +170,9 @@ def _resolve(node: Mapping[str, Any], defs: Mapping[str, Any]) -> tuple[Mapping[
     ref = node.get("$ref")
     if ref is None:
         return node, None
-    prefix = "#/$defs/"
+    # A definition (#/$defs/NAME), or a top-level key whose keys another key repeats
+    # (#/properties/NAME: `compare.classifier` is a second `classifier`).
+    prefix = "#/$defs/" if str(ref).startswith("#/$defs/") else "#/"
     if not str(ref).startswith(prefix) or ref[len(prefix) :] not in defs:
         raise ValueError(f"unresolvable $ref {ref!r}")
     name = ref[len(prefix) :]
@@ -209,7 +211,12 @@ def _children(node: Mapping[str, Any], path: str, defs: Mapping[str, Any]) -> It
 
 def rows(schema: Mapping[str, Any]) -> list[Row]:
     """Every key of the schema, nested keys by dotted path, in schema order."""
-    return list(_children(schema, "", schema.get("$defs", {})))
+    return list(_children(schema, "", _definitions(schema)))
+
+
+def _definitions(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """What a $ref may name: the definitions, and the top-level keys as properties/NAME."""
+    return {**schema.get("$defs", {}), **{f"properties/{k}": v for k, v in schema.get("properties", {}).items()}}
 
 
 def render(schema: Mapping[str, Any], schema_path: Path = SCHEMA) -> str:
@@ -219,7 +226,7 @@ def render(schema: Mapping[str, Any], schema_path: Path = SCHEMA) -> str:
             schema=schema_path.as_posix(), regenerate=REGENERATE, description=_text(schema.get("description"))
         )
     ]
-    defs = schema.get("$defs", {})
+    defs = _definitions(schema)
     for name, child in schema.get("properties", {}).items():
         merged, _ = _resolve(child, defs)
         out.append(f"## `{name}`\n")

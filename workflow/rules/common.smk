@@ -6,6 +6,7 @@
 # package ships (`atlas.layer_table`); a classifier not in that table has its filters checked by
 # `atlas generate` when it loads the model.
 
+import copy
 import hashlib
 import json
 import os

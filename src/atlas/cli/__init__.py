@@ -32,6 +32,7 @@ COMMANDS: tuple[str, ...] = (
     "score",
     "exemplars",
     "index",
+    "compare",
     "site",
 )
 

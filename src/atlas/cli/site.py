@@ -32,6 +32,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="carry the exact PNGs (and the exemplars' originals) in the site, under png/; by default the site "
         "shows JPEG copies and links the PNGs in the run folder, which a copy of the site alone lacks",
     )
+    p.add_argument(
+        "--compare",
+        metavar="FILE",
+        help="a comparison table from `atlas compare` of this run against a second model's run: the site then "
+        "shows the second model's images beside this run's, the transfer table and the most-changed targets",
+    )
     p.set_defaults(func=run)
 
 
@@ -41,5 +47,11 @@ def run(args: argparse.Namespace) -> int:
     from atlas.site import build_site
 
     index = Path(args.index)
-    build_site(index, Path(args.out) if args.out else index.parent / "site", args.thumb_size, png=args.png)
+    build_site(
+        index,
+        Path(args.out) if args.out else index.parent / "site",
+        args.thumb_size,
+        png=args.png,
+        compare=Path(args.compare) if args.compare else None,
+    )
     return 0

@@ -21,6 +21,7 @@ from atlas.formatting import number, percent, value
 from atlas.io import atomic_dir
 from atlas.schema import INDEX_COLUMNS
 from atlas.site import charts
+from atlas.site import compare as two_models
 from atlas.site.groups import class_groups
 from atlas.site.images import copy_images, site_bytes, source
 from atlas.site.tables import (
@@ -90,11 +91,13 @@ def _check_out(index: Path, out: Path) -> None:
         raise AtlasError(f"--out {out} exists and is not an atlas site: refusing to replace it; pass a new folder")
 
 
-def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE, png: bool = False) -> Path:
+def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE, png: bool = False, compare: Path | None = None) -> Path:
     """Render the site of `index` (a run's index.parquet) into the folder `out`; return `out`.
 
     `png`: carry the exact PNGs (and the exemplars' originals) in the site, under png/; without
-    it they are linked in the run folder by relative paths, which a copy of the site alone lacks."""
+    it they are linked in the run folder by relative paths, which a copy of the site alone lacks.
+    `compare`: a comparison table (`atlas compare`) of this run against a second model's run,
+    whose images then stand beside this run's (`atlas.site.compare`)."""
     if not 16 <= thumb <= 1024:
         raise AtlasError(f"--thumb-size {thumb} is out of range; use 16..1024 pixels")
     _check_out(index, out)
@@ -117,9 +120,11 @@ def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE, png: bool = Fals
     class_targets = [t for t in targets if t.kind == "class"]
     groups, scheme = class_groups({class_index(t): t.first["label"] or t.label for t in class_targets})
     group_of = {c: g for g in groups for c in g.classes}
+    other = two_models.load(compare) if compare is not None else None
     env = _environment()
     common = {
         "run_name": run_dir.name,
+        "two_models": None if other is None else {"a": other.label_a, "b": other.label_b, "page": two_models.PAGE},
         "methods": [{"name": m, "slug": method_slugs[m], "colour": charts.colour(i)} for i, m in enumerate(methods)],
         "n_targets": len(targets),
         "n_images": table.num_rows,
@@ -128,6 +133,8 @@ def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE, png: bool = Fals
     with atomic_dir(out) as tmp:
         (tmp / MARKER).write_text("built by `atlas site`; the command replaces this folder as a whole\n")
         copy_images(targets, method_slugs, run_dir, out, tmp, thumb, png)
+        if other is not None:
+            two_models.copy_other_images(other, targets, method_slugs, out, tmp, thumb, png)
 
         def page(name: str, template: str, **ctx: Any) -> None:
             inside(tmp, name).write_text(env.get_template(template).render(**common, **ctx), encoding="utf-8")
@@ -148,6 +155,7 @@ def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE, png: bool = Fals
                 scores=score_table(t, methods),
                 exemplar_note=exemplar_note(t, provenance.get("exemplars")),
                 present=[m for m in common["methods"] if m["name"] in t.rows],
+                other=other.of(t) if other is not None else {},
                 loss=charts.loss_curves(
                     {m: t.rows[m]["loss_curve"] for m in methods if m in t.rows},
                     {m: t.rows[m]["steps"] for m in methods if m in t.rows},
@@ -186,6 +194,16 @@ def build_site(index: Path, out: Path, thumb: int = THUMB_SIZE, png: bool = Fals
             scheme=scheme,
             failures_shown=FAILURES_SHOWN,
         )
+        if other is not None:
+            page(
+                two_models.PAGE,
+                "changed.html",
+                changed=two_models.changed(other, targets, methods),
+                shown=two_models.CHANGED_SHOWN,
+                transfer=two_models.transfer_table(other, methods),
+                transfer_columns=two_models.TRANSFER_COLUMNS,
+                colours={m["name"]: m["colour"] for m in common["methods"]},
+            )
         columns = {
             c.name: sorted({value(v) for v in table.column(c.name).to_pylist()})
             for c in INDEX_COLUMNS

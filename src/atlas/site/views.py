@@ -24,7 +24,7 @@ log = logging.getLogger("atlas.site")  # one logger for the whole command, which
 
 # The kinds of target in the order the site shows them; others after these, by name.
 KIND_ORDER = ("class", "pair", "group", "filter")
-_PAGES = {"index", "layers", "pairs", "summary", "provenance", "downloads", "failures", "groups"}
+_PAGES = {"index", "layers", "pairs", "summary", "provenance", "downloads", "failures", "groups", "changed"}
 _PREFIXES = ("layer-", "groups-")  # the prefixes of the layer and group pages
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
