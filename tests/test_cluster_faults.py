@@ -439,16 +439,16 @@ def test_the_controller_stopped_and_restarted_mid_run_loses_no_job(
             first_retry = head.wait_for(
                 r"^Atlas: sbatch for (generate_pixel_class_\d+) failed \((.*)\); trying again in 5 s$"
             )
-            slurm_cluster.start()
             t_up = time.monotonic()
+            slurm_cluster.start()  # returns once the node takes jobs again
             ids = [head.slurm_job(rule) for rule in rules]
             t_submitted = time.monotonic()
             _optimising(workdir, head)
             slurm_cluster.stop_controller()
             t_down_again = time.monotonic()
             time.sleep(OUTAGE_S)
-            slurm_cluster.start()
             t_up_again = time.monotonic()
+            slurm_cluster.start()
             code = head.wait()
         finally:
             if head.proc.poll() is None:
@@ -457,9 +457,10 @@ def test_the_controller_stopped_and_restarted_mid_run_loses_no_job(
         slurm_cluster.start()  # whatever happened: the next test finds a controller
     text = head.text
     assert code == 0, text[-6000:]
+    tries = len(re.findall(r"^Atlas: sbatch for \S+ failed", text, re.M))
     print(
-        f"controller down {t_up - t_down:.0f} s at the start (jobs submitted {t_submitted - t_up:.0f} s after it was back), "
-        f"then {t_up_again - t_down_again:.0f} s while the jobs ran"
+        f"controller down {t_up - t_down:.0f} s at the start ({tries} sbatch tries failed; the jobs submitted "
+        f"{t_submitted - t_up:.0f} s after its restart began), then {t_up_again - t_down_again:.0f} s while the jobs ran"
     )
     # The submissions that met the outage were tried again, and said so on one line each.
     assert "Unable to contact slurm controller" in first_retry.group(2), text[-6000:]
