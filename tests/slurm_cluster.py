@@ -223,3 +223,26 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             _fail_with("stop.sh", proc)
     finally:
         users.close()  # also releases the lock
+
+
+@pytest.fixture(autouse=True)
+def _slurm_turn(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests that use the cluster share it, except one that requests `slurm_cluster_alone` (a
+    controller restart, a drained node would fail the jobs of a test running beside it, in this
+    pytest session's other workers or in another session): it waits until no other test uses the
+    cluster and holds it alone, and the others wait for it. A lock on a file of the cluster's folder."""
+    if "slurm_cluster" not in request.fixturenames:
+        yield
+        return
+    base = _base_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    alone = "slurm_cluster_alone" in request.fixturenames
+    with open(base / "tests.lock", "a+") as turn:
+        fcntl.flock(turn, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        yield
+
+
+@pytest.fixture()
+def slurm_cluster_alone(slurm_cluster: SlurmCluster) -> SlurmCluster:
+    """The cluster, with no other test using it meanwhile (`_slurm_turn`)."""
+    return slurm_cluster

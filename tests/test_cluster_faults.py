@@ -423,7 +423,7 @@ OUTAGE_S = 30  # how long the controller stays down while jobs run
 
 @pytest.mark.slurm
 def test_the_controller_stopped_and_restarted_mid_run_loses_no_job(
-    slurm_cluster: SlurmCluster, workdir: Path, tmp_path: Path
+    slurm_cluster_alone: SlurmCluster, workdir: Path, tmp_path: Path
 ) -> None:
     """slurmctld stopped and restarted: first while the run submits its jobs (sbatch cannot reach
     it; the head tries each submission again and they go through once it is back), then for
@@ -432,29 +432,29 @@ def test_the_controller_stopped_and_restarted_mid_run_loses_no_job(
     _write_config(workdir, [0, 9])
     rules = ["generate_pixel_class_0000", "generate_pixel_class_0009"]
     try:
-        slurm_cluster.stop_controller()
+        slurm_cluster_alone.stop_controller()
         t_down = time.monotonic()
-        head = Head(workdir, _command(workdir, slurm_cluster))
+        head = Head(workdir, _command(workdir, slurm_cluster_alone))
         try:
             first_retry = head.wait_for(
                 r"^Atlas: sbatch for (generate_pixel_class_\d+) failed \((.*)\); trying again in 5 s$"
             )
             t_up = time.monotonic()
-            slurm_cluster.start()  # returns once the node takes jobs again
+            slurm_cluster_alone.start()  # returns once the node takes jobs again
             ids = [head.slurm_job(rule) for rule in rules]
             t_submitted = time.monotonic()
             _optimising(workdir, head)
-            slurm_cluster.stop_controller()
+            slurm_cluster_alone.stop_controller()
             t_down_again = time.monotonic()
             time.sleep(OUTAGE_S)
             t_up_again = time.monotonic()
-            slurm_cluster.start()
+            slurm_cluster_alone.start()
             code = head.wait()
         finally:
             if head.proc.poll() is None:
                 os.killpg(head.proc.pid, signal.SIGKILL)
     finally:
-        slurm_cluster.start()  # whatever happened: the next test finds a controller
+        slurm_cluster_alone.start()  # whatever happened: the next test finds a controller
     text = head.text
     assert code == 0, text[-6000:]
     tries = len(re.findall(r"^Atlas: sbatch for \S+ failed", text, re.M))
@@ -495,17 +495,17 @@ def _pending(workdir: Path, timeout: float = TIMEOUT_S) -> tuple[str, str, str]:
 
 @pytest.mark.slurm
 def test_a_node_drained_mid_run_holds_the_next_jobs_until_it_is_resumed(
-    slurm_cluster: SlurmCluster, workdir: Path, tmp_path: Path
+    slurm_cluster_alone: SlurmCluster, workdir: Path, tmp_path: Path
 ) -> None:
     """The node drained while the chunks run: the running jobs run to their end, the next job waits
     PENDING with SLURM's reason, and the head waits with it, quietly; once the node is resumed the
     job runs and the run ends 0, the images those of an undisturbed run."""
     _write_config(workdir, [0, 9])
-    head = Head(workdir, _command(workdir, slurm_cluster))
+    head = Head(workdir, _command(workdir, slurm_cluster_alone))
     try:
         try:
             _optimising(workdir, head)
-            slurm_cluster.drain("atlas-fault-test")
+            slurm_cluster_alone.drain("atlas-fault-test")
             t_drain = time.monotonic()
             job, rule, reason = _pending(workdir)
             t_pending = time.monotonic()
@@ -516,13 +516,13 @@ def test_a_node_drained_mid_run_holds_the_next_jobs_until_it_is_resumed(
             assert state == "PENDING", f"job {job} ({rule}) is {state!r} on a drained node"
             quiet = head.text
         finally:
-            slurm_cluster.resume()
+            slurm_cluster_alone.resume()
         t_resume = time.monotonic()
         code = head.wait()
     finally:
         if head.proc.poll() is None:
             os.killpg(head.proc.pid, signal.SIGKILL)
-        slurm_cluster.resume()
+        slurm_cluster_alone.resume()
     text = head.text
     assert code == 0, text[-6000:]
     started = _sacct_fields(job, "State", "Start")
