@@ -195,7 +195,10 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     users = open(base / "users.lock", "a+")  # noqa: SIM115 -- held for the whole session
     try:
         fcntl.flock(users, fcntl.LOCK_SH)
-        started_here = _ensure_cluster()
+        # Not while a test holds the cluster alone: its stopped controller is no cluster to start.
+        with open(base / "tests.lock", "a+") as turn:
+            fcntl.flock(turn, fcntl.LOCK_SH)
+            started_here = _ensure_cluster()
         if started_here:
             marker.touch()
         yield SlurmCluster(
