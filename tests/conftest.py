@@ -1,7 +1,7 @@
 import os
 
 from atlas import allocator
-from tests.slurm_cluster import slurm_cluster  # noqa: F401
+from tests.slurm_cluster import _slurm_turn, slurm_cluster, slurm_cluster_alone  # noqa: F401
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One thread per pytest-xdist worker (there is a worker per core), for torch here and for what

@@ -9,6 +9,8 @@ Usage in a test module (the fixture is imported into ``tests/conftest.py``)::
         slurm_cluster.account      # "ci_acct"
         slurm_cluster.partition    # "debug"
         slurm_cluster.profile      # Path of the test snakemake profile directory
+        slurm_cluster.stop_controller(); slurm_cluster.start()   # a controller restart
+        slurm_cluster.drain("why"); slurm_cluster.resume()      # the node drained and back
 
 The session-scoped fixture runs ``tests/harness/slurm/install.sh`` (Debian packages,
 skipped when present) and ``start.sh`` (munge, MariaDB, slurmdbd, slurmctld, slurmd,
@@ -28,7 +30,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +47,7 @@ DEFAULT_BASE = "/tmp/atlas-slurm-test"
 CLUSTER_NAME = "ci"
 ACCOUNT = "ci_acct"
 PARTITION = "debug"
+NODE = "localhost"
 
 INSTALL_TIMEOUT_S = 900
 START_TIMEOUT_S = 300
@@ -60,6 +65,42 @@ class SlurmCluster:
     base_dir: Path
     profile: Path  # snakemake profile directory for this cluster
     started_here: bool  # True when this pytest session started it
+    node: str = NODE
+
+    def stop_controller(self) -> None:
+        """Stop slurmctld as an administrator's restart does (SIGTERM: it saves its state), by its
+        pid file; the other daemons and the jobs go on."""
+        pidfile = self.base_dir / "run" / "slurmctld.pid"
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while _pid_alive(pidfile) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _pid_alive(pidfile):
+            os.kill(pid, signal.SIGKILL)
+        pidfile.unlink(missing_ok=True)
+
+    def start(self) -> None:
+        """Start whatever of the cluster is not running (start.sh: e.g. a stopped controller) and
+        wait until the node takes jobs."""
+        try:
+            proc: subprocess.CompletedProcess[str] | None = _run_script("start.sh", START_TIMEOUT_S)
+            err = ""
+        except subprocess.TimeoutExpired:
+            proc, err = None, f"timed out after {START_TIMEOUT_S} s"
+        if proc is None or proc.returncode != 0:
+            _fail_with("start.sh", proc, err)
+
+    def scontrol(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["scontrol", *args], capture_output=True, text=True, timeout=60, check=check)
+
+    def drain(self, reason: str) -> None:
+        """Drain the node: its running jobs go on, it takes no new ones."""
+        self.scontrol("update", f"nodename={self.node}", "state=drain", f"reason={reason}")
+
+    def resume(self) -> None:
+        """Give the drained node back (harmless when it is not drained)."""
+        self.scontrol("update", f"nodename={self.node}", "state=resume", check=False)
 
 
 def _base_dir() -> Path:
@@ -154,7 +195,10 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     users = open(base / "users.lock", "a+")  # noqa: SIM115 -- held for the whole session
     try:
         fcntl.flock(users, fcntl.LOCK_SH)
-        started_here = _ensure_cluster()
+        # Not while a test holds the cluster alone: its stopped controller is no cluster to start.
+        with open(base / "tests.lock", "a+") as turn:
+            fcntl.flock(turn, fcntl.LOCK_SH)
+            started_here = _ensure_cluster()
         if started_here:
             marker.touch()
         yield SlurmCluster(
@@ -182,3 +226,26 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             _fail_with("stop.sh", proc)
     finally:
         users.close()  # also releases the lock
+
+
+@pytest.fixture(autouse=True)
+def _slurm_turn(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests that use the cluster share it, except one that requests `slurm_cluster_alone` (a
+    controller restart, a drained node would fail the jobs of a test running beside it, in this
+    pytest session's other workers or in another session): it waits until no other test uses the
+    cluster and holds it alone, and the others wait for it. A lock on a file of the cluster's folder."""
+    if "slurm_cluster" not in request.fixturenames:
+        yield
+        return
+    base = _base_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    alone = "slurm_cluster_alone" in request.fixturenames
+    with open(base / "tests.lock", "a+") as turn:
+        fcntl.flock(turn, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        yield
+
+
+@pytest.fixture()
+def slurm_cluster_alone(slurm_cluster: SlurmCluster) -> SlurmCluster:
+    """The cluster, with no other test using it meanwhile (`_slurm_turn`)."""
+    return slurm_cluster

@@ -137,7 +137,10 @@ def test_a_cancelled_job_is_reported_once_on_one_line(caplog: pytest.LogCaptureF
     with caplog.at_level(logging.INFO, logger="snakemake.logging"):
         still = asyncio.run(_poll(executor, [cancelled, running]))
     assert still == [running]
-    assert [job for job, _ in executor.errors] == [cancelled]
+    # Snakemake's own paragraph on the job gets the state and the reason as its message.
+    assert executor.errors == [
+        (cancelled, "SLURM job 7 CANCELLED: cancelled (scancel, an administrator, or preemption). ")
+    ]
     lines = [r.getMessage() for r in caplog.records if "job failed" in r.getMessage()]
     assert lines == [
         "Atlas: job failed: generate_pixel_class_0000 (chunk results/r/generate/pixel/class/chunk-0000): "

@@ -114,6 +114,18 @@ def only_pixel(cfg: dict[str, Any]) -> None:
             cfg["methods"][method]["enabled"] = False
 
 
+def cut_to(classes: list[int], methods: tuple[str, ...]) -> Callable[[dict[str, Any]], None]:
+    """A change for write_config: these classes alone (no pairs, no filters), these methods alone."""
+
+    def change(cfg: dict[str, Any]) -> None:
+        cfg["classes"], cfg["pairs"], cfg["filters"] = list(classes), [], []
+        for method in METHODS:
+            if method not in methods:
+                cfg["methods"][method]["enabled"] = False
+
+    return change
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny config run once, end to end: every stage, every method."""

@@ -14,14 +14,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
 
 from tests.slurm_cluster import SlurmCluster
-from tests.test_workflow import RUN, SNAKEFILE, TINY, _env
+from tests.test_workflow import RUN, SNAKEFILE, _env, cut_to, write_config
 
 SNAKEMAKE_TIMEOUT_S = 600
 
@@ -41,11 +39,7 @@ def _sacct(job_ids: list[str]) -> dict[str, dict[str, str]]:
 
 @pytest.mark.slurm
 def test_the_workflow_runs_on_slurm_with_gpus_for_generation(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
-    cfg: dict[str, Any] = yaml.safe_load(yaml.safe_dump(TINY))
-    cfg["classes"], cfg["pairs"], cfg["filters"] = [0], [], []
-    for method in ("scratch", "fourier", "maco"):
-        cfg["methods"][method]["enabled"] = False
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    write_config(tmp_path, cut_to([0], ("pixel", "pretrained")))
     cmd = [
         sys.executable,
         "-m",

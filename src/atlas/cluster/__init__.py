@@ -28,8 +28,10 @@ already does what it adds:
   the job at once, spending its retry: it is tried again after `slurm.SUBMIT_WAITS_S` before it counts.
 
 Each job that fails is reported on one line (`JobEnd.line`): the rule, the chunk folder, the SLURM
-job, its state and the reason, and the job's log; the end of the run lists them again with the
-command that redoes them (`on_error`).
+job, its state and the reason, and the job's log; Snakemake's own paragraph on the job that
+follows gets the state and the reason as its message (`JobEnd.why`, where the plugin wrote
+"Reason: Unknown"); the end of the run lists them again with the command that redoes them
+(`on_error`).
 """
 
 from atlas.cluster.head import install, lock_hint, on_error, on_start

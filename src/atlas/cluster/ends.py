@@ -27,11 +27,16 @@ class JobEnd:
     log: str | None  # the job's own log (atlas's output)
     slurm_log: str | None
 
+    def why(self) -> str:
+        """The SLURM job, its state and the reason: what Snakemake's own paragraph on the failed job
+        shows as its message, in place of the plugin's "Reason: Unknown"."""
+        job = f"SLURM job {self.slurm_id} " if self.slurm_id else ""
+        return f"{job}{self.state}: {self.reason}"
+
     def line(self) -> str:
         where = f" (chunk {self.chunk})" if self.chunk else ""
-        job = f"SLURM job {self.slurm_id} " if self.slurm_id else ""
         logs = ", ".join(p for p in (self.log, self.slurm_log) if p)
-        return f"{self.rule}{where}: {job}{self.state}: {self.reason}" + (f"; log {logs}" if logs else "")
+        return f"{self.rule}{where}: {self.why()}" + (f"; log {logs}" if logs else "")
 
 
 ENDS: dict[int, JobEnd] = {}  # Snakemake job id -> how its last attempt ended

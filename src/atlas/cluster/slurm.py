@@ -107,6 +107,10 @@ def patch(plugin: Any) -> None:
             end = slurm_end(job_info, msg, (POLL.get("raw") or {}).get(str(job_info.external_jobid)))
             ENDS[job_info.job.jobid] = end
             log.error("Atlas: job failed: " + end.line())
+            # Snakemake's "Error in rule ..." paragraph follows (its input, output, logs and shell
+            # command); its message says the state and the reason too, not the plugin's
+            # "Reason: Unknown" (sacct has no reason for a job step that was cancelled or killed).
+            msg = end.why() + ". "  # the plugin's base class appends "For further error details ..."
         return report(self, job_info, msg=msg, **kwargs)
 
     report_threadsafe = executor._report_job_error_threadsafe
