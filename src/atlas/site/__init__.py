@@ -29,7 +29,7 @@ from atlas.site.build import MARKER, THUMB_SIZE, build_site
 from atlas.site.tables import (
     COMPARISON_COLUMNS,
     GRID_SCORES,
-    METHOD_DESCRIPTIONS,
+    method_descriptions,
     Comparison,
     comparison,
     grid_data,
@@ -42,7 +42,7 @@ __all__ = [
     "COMPARISON_COLUMNS",
     "GRID_SCORES",
     "MARKER",
-    "METHOD_DESCRIPTIONS",
+    "method_descriptions",
     "THUMB_SIZE",
     "Comparison",
     "TargetView",

@@ -1,15 +1,21 @@
-"""The methods' settings: every knob is a field here, with two presets per method.
+"""The method registry: every generation method is one module of this package.
+
+A method module (`atlas/methods/<name>.py`) declares `METHOD = Method(...)`: its name, its place
+in the order (runs, records and the site list methods in it), a one-line description (the site's
+summary page, the records' schema), its two presets, the regularisers it can apply, the inputs it
+takes from the workflow (`INPUTS`: the autoencoder's decoder, the dataset's photos) and the
+function that builds its parameterisation for a chunk. Every module here whose name does not
+start with an underscore is one (`pkgutil.iter_modules`), so adding a method is adding its
+module. This part imports no torch (the workflow reads it in every snakemake invocation); a
+method's `build` imports its torch code when it is called.
+
+The presets of each method:
 
 - `paper`: the authors' exact settings (docs/method.md, read from their Keras notebooks; tuned for
   Keras VGG-16 on 0-255 inputs). For `fourier` and `maco`, which are not the paper's, the settings
   of their own authors' reference code (lucid; MACO's Horama).
 - `default`: what was measured to make images a person (and an independent classifier) can read,
   on the embedded classifier (docs/method.md, "Image quality").
-
-The methods: `scratch` and `pretrained` are the paper's two; `pixel` is the naive pixel ascent
-the paper contrasts them with (its Figure 1); `fourier` (lucid's colour-decorrelated Fourier
-image) and `maco` (its magnitude fixed to photos', only the phase optimised; Fel et al. 2023) are
-the field's standard since.
 
 Fields (all methods):
   steps            optimisation steps
@@ -50,28 +56,91 @@ Fields (all methods):
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
-from typing import Any
+import pkgutil
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
 
 from atlas.errors import AtlasError
 
-METHODS = ("scratch", "pretrained", "pixel", "fourier", "maco")
+if TYPE_CHECKING:
+    from atlas.parameterise import Parameterisation
+
 PRESETS = ("default", "paper")
 OPTIMISERS = ("adamax", "adam", "nadam", "sgd")
 REGULARISERS = ("l1_gamma", "l2_sq", "l2_norm", "pixel_l2", "none")
-# The regularisers each method can apply (R needs the method's own parameters).
-METHOD_REGULARISERS = {
-    "scratch": ("l1_gamma", "none"),
-    "pretrained": ("l2_sq", "l2_norm", "none"),
-    "pixel": ("pixel_l2", "none"),
-    "fourier": ("none",),
-    "maco": ("none",),
+# A method's name is a folder name, part of its jobs' rule names and of the config's keys.
+_NAME = re.compile(r"[a-z][a-z0-9]*")
+
+
+@dataclass(frozen=True)
+class Input:
+    """Something a method takes from the workflow besides D and the targets: the workflow makes it
+    (the file `chunk_inputs` names in workflow/rules/common.smk) and passes it to `atlas generate`
+    as `flag`. `required`: `atlas generate` refuses to run the method without it."""
+
+    name: str
+    flag: str
+    required: bool
+    what: str
+
+
+INPUTS: dict[str, Input] = {
+    i.name: i
+    for i in (
+        Input("decoder", "--decoder", True, "the decoder of the autoencoder trained on the dataset's photos"),
+        Input("spectrum", "--spectrum-from", False, "the dataset's photos, whose mean amplitude spectrum it uses"),
+    )
 }
 
-# Keras GaussianDropout(0.05) multiplies by N(1, rate / (1 - rate)).
-_GAUSSIAN_DROPOUT_STD = math.sqrt(0.05 / 0.95)
+
+@dataclass(frozen=True)
+class Build:
+    """What a method's `build` gets for one chunk: its settings, one seed per target, D's input
+    side and normalisation (RGB in [0, 1] -> D's input), the device, and its inputs, resolved by
+    `atlas.generate` (`inputs["decoder"]`: an `atlas.generator.Decoder`; `inputs["spectrum"]`:
+    the photos' magnitude spectrum, or None where no photos were given)."""
+
+    settings: MethodSettings
+    seeds: list[int]
+    size: int
+    normalise: Callable[[Any], Any]
+    device: Any
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One generation method, as its module declares it (see the module docstring)."""
+
+    name: str
+    order: int  # methods are listed by it: runs, records, the site
+    description: str  # one line, for the site's summary page and the records' schema
+    paper: Mapping[str, Any]  # the `paper` preset: MethodSettings fields (all but `method`)
+    default: Mapping[str, Any]  # the `default` preset
+    build: Callable[[Build], Parameterisation]  # the chunk's parameterisation; imports torch itself
+    regularisers: tuple[str, ...] = ("none",)  # the `reg` values it can apply (R needs its parameters)
+    inputs: tuple[str, ...] = ()  # names in INPUTS
+
+    def __post_init__(self) -> None:
+        where = f"method {self.name!r}"
+        if not _NAME.fullmatch(self.name):
+            raise AtlasError(f"{where}: a method's name is lower-case letters and digits, starting with a letter")
+        if not self.description or "\n" in self.description:
+            raise AtlasError(f"{where}: give it a one-line description")
+        unknown = [r for r in self.regularisers if r not in REGULARISERS]
+        if unknown or not self.regularisers:
+            raise AtlasError(f"{where}: regularisers {unknown or '()'} are not among {', '.join(REGULARISERS)}")
+        unknown = [i for i in self.inputs if i not in INPUTS]
+        if unknown:
+            raise AtlasError(f"{where}: inputs {unknown} are not among {', '.join(INPUTS)}")
+
+    def preset(self, preset: str) -> MethodSettings:
+        return MethodSettings(method=self.name, **(self.paper if preset == "paper" else self.default))
 
 
 @dataclass(frozen=True)
@@ -106,14 +175,13 @@ class MethodSettings:
     crop: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise AtlasError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
+        method = get(self.method)
         if self.optimiser not in OPTIMISERS:
             raise AtlasError(f"unknown optimiser {self.optimiser!r}; use one of {', '.join(OPTIMISERS)}")
         if self.reg not in REGULARISERS:
             raise AtlasError(f"unknown regulariser {self.reg!r}; use one of {', '.join(REGULARISERS)}")
-        if self.reg not in METHOD_REGULARISERS[self.method]:
-            allowed = METHOD_REGULARISERS[self.method]
+        if self.reg not in method.regularisers:
+            allowed = method.regularisers
             raise AtlasError(
                 f"the {self.method} method cannot regularise with {self.reg}; set reg to {' or '.join(allowed)}"
             )
@@ -157,112 +225,85 @@ class MethodSettings:
         return sorted(s for s in steps if s >= 1)
 
 
-_PAPER: dict[str, MethodSettings] = {
-    "scratch": MethodSettings(
-        method="scratch",
-        steps=500,
-        optimiser="adamax",
-        lr=0.002,
-        penalty=0.01,
-        target_relu=True,
-        noise_std=2.0,
-        reg="l1_gamma",
-        reg_weight=0.01,
-        snapshots=1,
-        width=1.0,
-    ),
-    "pretrained": MethodSettings(
-        method="pretrained",
-        steps=1200,
-        optimiser="sgd",
-        lr=0.01,
-        momentum=0.1,
-        nesterov=True,
-        penalty=0.01,
-        target_relu=True,
-        noise_std=_GAUSSIAN_DROPOUT_STD,
-        reg="l2_sq",
-        reg_weight=0.1,
-        snapshots=10,
-        snapshot_every=40,
-        alpha_relu=True,
-    ),
-    # The paper's Figure 1 baseline has no published settings; these are the classic ones.
-    "pixel": MethodSettings(
-        method="pixel",
-        steps=200,
-        optimiser="adam",
-        lr=0.05,
-        penalty=0.01,
-        target_relu=True,
-        reg="pixel_l2",
-        reg_weight=0.01,
-        jitter=8,
-    ),
-    # Not the paper's: the field's standard since, with their authors' settings. lucid's render:
-    # Adam lr 0.05 on the raw logit, no other-class term, the standard transformations, 512 steps.
-    "fourier": MethodSettings(
-        method="fourier",
-        steps=512,
-        optimiser="adam",
-        lr=0.05,
-        penalty=0.0,
-        target_relu=False,
-        transforms=True,
-    ),
-    # MACO's reference code (Horama): NAdam lr 1.0 on the phase.
-    "maco": MethodSettings(
-        method="maco",
-        steps=512,
-        optimiser="nadam",
-        lr=1.0,
-        penalty=0.0,
-        target_relu=False,
-        transforms=True,
-    ),
-}
 
-# Measured on EfficientNet-Lite0, judged by EfficientNet-Lite2 on the saved PNGs of a development
-# set of 12 classes (benchmarks/quality.py --classes dev; docs/method.md, "Image quality").
-# Every method: the random transformations (lucid's standard set) before D; without them judge
-# top-5 was 1 of 12 for fourier (11 with), 4 for scratch (7), 4 for the first pretrained (5); the
-# pixel method's noise is no more readable either way (6 without, 5 with).
-# Scratch: with the paper's Adamax lr 0.002 and N(0, 2^2) noise, p(class 285) was still 0.03 after
-# 400 steps at width 0.25; lr 0.01 and noise std 0.5 reach 0.90 (285) and 0.995 (967) by step 150
-# without the transformations. With them it needs longer: judge top-5 7 of 12 at 150 steps, 9 at
-# 300 (lr 0.02, noise std 0.25 or 1.0, or no other-class term did no better at 150).
-# Pretrained: the literal settings do not move there (the target's logit starts negative); the
-# raw logit and Adam do. Every target started from the same code (alpha = 1, no zeros, unlike any
-# training code) and moved from it by 0.55 on average in 150 steps, so every image kept that
-# code's style; the code standardised as the encoders end it (`code_norm`), from a random start,
-# Adam lr 0.1 and no other-class term: judge top-5 7 of 12 instead of 5, 12 distinct labels.
-# Fourier: lr 0.1 and no other-class term; crops of half the image's side or more instead of
-# lucid's set: whole objects (a perched eagle, zebras standing in grass) instead of a collage of
-# parts, judge p 0.70 instead of 0.58 on the development set; and the first 75 % of the steps at
-# 160 px (coarse to fine): on 40 held-out classes judge top-1 37 of 40 and p 0.80 for 3.5 CPU-s an
-# image, against 36, 0.78 and 5.1 CPU-s at 224 px throughout.
-# Maco: Adam lr 0.1 (MACO's NAdam lr 1.0 in 100 steps: top-5 2 of 12); the image standardised to
-# a standard deviation of 1.75, which gives photos' saturation, contrast and colourfulness (MACO's
-# own 1: 0.15, 0.14, 23 against photos' 0.28, 0.19, 37); the same crops (judge top-1 11 of 12).
-_DEFAULT: dict[str, MethodSettings] = {
-    "scratch": replace(_PAPER["scratch"], target_relu=False, lr=0.01, noise_std=0.5, transforms=True),
-    "pretrained": replace(
-        _PAPER["pretrained"],
-        optimiser="adam",
-        lr=0.1,
-        momentum=0.0,
-        nesterov=False,
-        penalty=0.0,
-        target_relu=False,
-        reg="none",
-        reg_weight=0.0,
-        code_norm=True,
-        transforms=True,
-    ),
-    "pixel": replace(_PAPER["pixel"], target_relu=False, jitter=0, transforms=True),
-    "fourier": replace(_PAPER["fourier"], steps=100, lr=0.1, crop=0.5, coarse_size=160, coarse_fraction=0.75),
-    "maco": replace(_PAPER["maco"], steps=100, optimiser="adam", lr=0.1, contrast=1.75, crop=0.5),
-}
+# The registry: name -> Method, in order; filled by `discover()` from this package's modules.
+_REGISTRY: dict[str, Method] = {}
+
+
+def discover() -> dict[str, Method]:
+    """Import every method module of this package (those on its `__path__` whose names do not
+    start with an underscore) and register its `METHOD`, in `order`; each preset is checked."""
+    found: dict[str, Method] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        method = getattr(module, "METHOD", None)
+        if not isinstance(method, Method):
+            raise AtlasError(f"{module.__name__} declares no METHOD = Method(...); add one or rename it _{info.name}")
+        if method.name in found:
+            raise AtlasError(f"two modules declare the method {method.name!r}; rename one")
+        found[method.name] = method
+    ordered = sorted(found.values(), key=lambda m: m.order)
+    for a, b in zip(ordered, ordered[1:]):
+        if a.order == b.order:
+            raise AtlasError(f"the methods {a.name} and {b.name} have the same order {a.order}; give one another")
+    _REGISTRY.clear()
+    _REGISTRY.update((m.name, m) for m in ordered)
+    for m in ordered:  # every preset a valid MethodSettings (its regulariser among the method's)
+        for preset in PRESETS:
+            m.preset(preset)
+    module = sys.modules[__name__]
+    module.METHODS = names()  # type: ignore[attr-defined]
+    return dict(_REGISTRY)
+
+
+def names() -> tuple[str, ...]:
+    """The registered methods' names, in order."""
+    return tuple(_REGISTRY)
+
+
+def registry() -> list[Method]:
+    """The registered methods, in order."""
+    return list(_REGISTRY.values())
+
+
+def get(name: str) -> Method:
+    """The method called `name`; an unknown name is an AtlasError naming the known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise AtlasError(f"unknown method {name!r}; use one of {', '.join(_REGISTRY)}") from None
+
+
+def taking(input_name: str) -> tuple[str, ...]:
+    """The methods that take the input `input_name` (INPUTS)."""
+    return tuple(m.name for m in _REGISTRY.values() if input_name in m.inputs)
+
+
+def listed(items: Sequence[str], conjunction: str = "or") -> str:
+    """`a, b, c or d`: the methods' text in messages and the records' schema."""
+    items = list(items)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
+
+
+def schema_methods(schema: dict[str, Any]) -> dict[str, Any]:
+    """The workflow's config schema (workflow/schemas/config.schema.yaml, as loaded) with an entry
+    under `methods` for every registered method it does not describe itself (the shared method
+    definition, the method's own description); a described method that is not registered is an
+    AtlasError. The schema's `methods` lists its entries in the registry's order."""
+    props = schema["properties"]["methods"]["properties"]
+    stale = sorted(set(props) - set(_REGISTRY))
+    if stale:
+        raise AtlasError(f"the config schema describes methods that are not registered: {', '.join(stale)}")
+    entries = {
+        m.name: props.get(m.name) or {"$ref": "#/$defs/method", "default": {}, "description": m.description}
+        for m in _REGISTRY.values()
+    }
+    out = dict(schema)
+    out["properties"] = dict(schema["properties"])
+    out["properties"]["methods"] = {**schema["properties"]["methods"], "properties": entries}
+    return out
 
 
 def _coerce(name: str, text: str, current: Any) -> Any:
@@ -284,16 +325,15 @@ def _coerce(name: str, text: str, current: Any) -> Any:
 
 def settings_for(method: str, preset: str = "default", overrides: dict[str, str] | None = None) -> MethodSettings:
     """The settings of `method` under `preset`, with `overrides` (name -> text) applied."""
-    if method not in METHODS:
-        raise AtlasError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    m = get(method)
     if preset not in PRESETS:
         raise AtlasError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-    base = (_PAPER if preset == "paper" else _DEFAULT)[method]
-    names = {f.name for f in fields(MethodSettings)} - {"method"}
+    base = m.preset(preset)
+    known = {f.name for f in fields(MethodSettings)} - {"method"}
     changes: dict[str, Any] = {}
     for key, text in (overrides or {}).items():
-        if key not in names:
-            raise AtlasError(f"unknown setting {key!r}; valid settings: {', '.join(sorted(names))}")
+        if key not in known:
+            raise AtlasError(f"unknown setting {key!r}; valid settings: {', '.join(sorted(known))}")
         changes[key] = _coerce(key, text, getattr(base, key))
     return replace(base, **changes)
 
@@ -307,3 +347,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
             raise AtlasError(f"malformed --set {item!r}; write --set KEY=VALUE, e.g. --set lr=0.01")
         out[key.strip()] = value.strip()
     return out
+
+
+METHODS: tuple[str, ...] = ()  # the registered names, in order (set by `discover`; `names()` reads it live)
+discover()
