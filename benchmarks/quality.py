@@ -52,7 +52,7 @@ from atlas.image_scores import class_scores
 from atlas.io import write_text
 from atlas.methods import METHODS, settings_for
 from atlas.naturalness import FIELDS, naturalness, of_photos
-from atlas.pixels import to_input, to_rgb
+from atlas.pixels import to_input, unit_rgb
 from atlas.targets import Target
 
 # Chosen for variety (animals, objects, food, scenes) and kept apart from config.yaml's 13 classes.
@@ -124,7 +124,7 @@ def overrides(items: list[str], methods: list[str]) -> dict[str, dict[str, str]]
 def judge_rows(classifier, judge, records: pd.DataFrame, folder: Path) -> list[dict[str, object]]:  # noqa: ANN001
     ok = records[~records["failed"]]
     pixels = np.stack([np.asarray(Image.open(folder / str(name)).convert("RGB")) for name in ok["image"]])
-    rgb = to_rgb(torch.from_numpy(pixels))
+    rgb = unit_rgb(torch.from_numpy(pixels))
     targets = [Target("class", (int(c),)) for c in ok["class_index"]]
     with torch.no_grad():
         logits = judge.forward(to_input(judge, rgb), need_logits=True).logits
