@@ -97,7 +97,7 @@ from atlas.errors import AtlasError
 from atlas.generate import GenerateConfig, generate
 from atlas.image_scores import class_scores
 from atlas.io import write_text
-from atlas.methods import settings_for
+from atlas.methods import settings_for, takes
 from atlas.parameterise import power_law
 from atlas.pixels import to_input, unit_rgb
 from atlas.targets import Target
@@ -363,9 +363,9 @@ def run_atlas(
     cfg = GenerateConfig(
         settings=settings,
         seed=seed,
-        chunk_size=max(len(classes), 1),
+        batch_size=max(len(classes), 1),
         on_nan="record",
-        spectrum=str(spectrum) if method == "maco" and spectrum is not None else None,
+        spectrum=str(spectrum) if takes(method, "spectrum") and spectrum is not None else None,
     )
     classifier = load_classifier("efficientnet-lite0", "default", seed=seed)  # fresh: folding changes it
     c0 = time.process_time()

@@ -57,7 +57,7 @@ def _write_config(workdir: Path, classes: list[int]) -> None:
     cfg["classes"], cfg["pairs"], cfg["filters"] = classes, [], []
     for method in ("scratch", "pretrained", "fourier", "maco"):
         cfg["methods"][method]["enabled"] = False
-    cfg["methods"]["pixel"].update(chunk_size=1, settings={"steps": STEPS})
+    cfg["methods"]["pixel"].update(classes_per_job=1, settings={"steps": STEPS})
     cfg["exemplars"] = {"top_k": 0}  # no dataset: generation and scoring alone
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))

@@ -16,7 +16,7 @@ import pytest
 
 from atlas.cli import main
 from atlas.formatting import number, percent
-from atlas.site import MARKER, method_descriptions, comparison, load_index, method_order, slug, target_views
+from atlas.site import MARKER, comparison, load_index, method_descriptions, method_order, slug, target_views
 from tests.site_synthetic import synthetic_index
 
 EVIL = "<script>alert(1)</script> & \"dq\" 'sq' a/b"

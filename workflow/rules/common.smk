@@ -42,7 +42,7 @@ def validate_config(schema):
     from jsonschema import ValidationError
 
     check_renamed_keys()
-    with open(schema, encoding="utf-8") as fh:
+    with open(os.path.join(workflow.basedir, schema), encoding="utf-8") as fh:
         loaded = yaml.safe_load(fh)
     try:
         full = schema_methods(loaded)

@@ -16,7 +16,9 @@ class _Renamed(argparse.Action):
         self.new = new
         super().__init__(option_strings, dest, nargs="?", **kwargs)  # type: ignore[arg-type]
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object, option: str | None = None) -> None:
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object, option: str | None = None
+    ) -> None:
         parser.error(f"{option} was renamed {self.new} (targets optimised at once); write {self.new} N")
 
 

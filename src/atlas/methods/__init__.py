@@ -6,8 +6,10 @@ summary page, the records' schema), its two presets, the regularisers it can app
 takes from the workflow (`INPUTS`: the autoencoder's decoder, the dataset's photos) and the
 function that builds its parameterisation for a chunk. Every module here whose name does not
 start with an underscore is one (`pkgutil.iter_modules`), so adding a method is adding its
-module. This part imports no torch (the workflow reads it in every snakemake invocation); a
-method's `build` imports its torch code when it is called.
+module; so is every module in the folders that the environment variable ATLAS_METHOD_PATH lists
+(separated as PATH is), for a method kept outside the package. This part imports no torch (the
+workflow reads it in every snakemake invocation); a method's `build` imports its torch code when
+it is called.
 
 The presets of each method:
 
@@ -58,6 +60,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import os
 import pkgutil
 import re
 import sys
@@ -225,14 +228,23 @@ class MethodSettings:
         return sorted(s for s in steps if s >= 1)
 
 
-
 # The registry: name -> Method, in order; filled by `discover()` from this package's modules.
 _REGISTRY: dict[str, Method] = {}
 
 
+# Folders of method modules outside the package (os.pathsep-separated), searched as its own.
+PATH_VARIABLE = "ATLAS_METHOD_PATH"
+
+
 def discover() -> dict[str, Method]:
-    """Import every method module of this package (those on its `__path__` whose names do not
-    start with an underscore) and register its `METHOD`, in `order`; each preset is checked."""
+    """Import every method module of this package (those on its `__path__`, and in the folders
+    of ATLAS_METHOD_PATH, whose names do not start with an underscore) and register its
+    `METHOD`, in `order`; each preset is checked."""
+    for folder in os.environ.get(PATH_VARIABLE, "").split(os.pathsep):
+        if folder and folder not in __path__:
+            if not os.path.isdir(folder):
+                raise AtlasError(f"{PATH_VARIABLE} names {folder}, which is not a folder; fix or unset it")
+            __path__.append(folder)
     found: dict[str, Method] = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
@@ -245,7 +257,7 @@ def discover() -> dict[str, Method]:
             raise AtlasError(f"two modules declare the method {method.name!r}; rename one")
         found[method.name] = method
     ordered = sorted(found.values(), key=lambda m: m.order)
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in zip(ordered, ordered[1:], strict=False):
         if a.order == b.order:
             raise AtlasError(f"the methods {a.name} and {b.name} have the same order {a.order}; give one another")
     _REGISTRY.clear()
@@ -274,6 +286,11 @@ def get(name: str) -> Method:
         return _REGISTRY[name]
     except KeyError:
         raise AtlasError(f"unknown method {name!r}; use one of {', '.join(_REGISTRY)}") from None
+
+
+def takes(method: str, input_name: str) -> bool:
+    """Whether `method` takes the input `input_name` (INPUTS) from the workflow."""
+    return input_name in get(method).inputs
 
 
 def taking(input_name: str) -> tuple[str, ...]:

@@ -29,10 +29,10 @@ from atlas.site.build import MARKER, THUMB_SIZE, build_site
 from atlas.site.tables import (
     COMPARISON_COLUMNS,
     GRID_SCORES,
-    method_descriptions,
     Comparison,
     comparison,
     grid_data,
+    method_descriptions,
     score_table,
     summary,
 )

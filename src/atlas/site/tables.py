@@ -33,6 +33,8 @@ _PROB_SCORES = (("d_prob", "D probability"), ("judge_prob", "judge probability")
 _FILTER_SCORES = (("d_activation", "D activation"), ("robust_activation", "robust activation (ratio)"))
 # The columns that are probabilities: printed as percentages, histograms over [0, 1].
 _PROB_COLUMNS = {"d_prob", "judge_prob", "robust_prob", "robust_prob_min"}
+
+
 def method_descriptions() -> dict[str, str]:
     """One line per method for the summary page, from each method's module (atlas.methods); a
     method that is not registered (an index from elsewhere) is shown without one."""
