@@ -106,6 +106,16 @@ def test_bad_input_is_a_one_line_error_exit_2_and_no_output(tmp_path, capsys, ar
     assert not list(tmp_path.iterdir())
 
 
+def test_the_renamed_chunk_size_option_names_batch_size(tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--method", "pixel", "--targets", "class:1", "--chunk-size", "4", "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("--chunk-size was renamed --batch-size (targets optimised at once); write --batch-size N")
+    assert not out.exists()
+
+
 def test_maco_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys) -> None:
     out = tmp_path / "out"
     code, err = run(

@@ -171,6 +171,11 @@ def test_each_shipped_config_sets_every_key_the_embedded_default_sets(name: str)
             lambda c: c["methods"]["scratch"].update(chunk_szie=2),
             "config: methods.scratch: Additional properties are not allowed ('chunk_szie' was unexpected)",
         ),
+        (
+            lambda c: c["methods"]["fourier"].update(chunk_size=50),
+            "config: methods.fourier.chunk_size was renamed methods.fourier.classes_per_job (the bin of target "
+            "indices per generation job); write classes_per_job: 50",
+        ),
         (lambda c: c.update(classes=[0, 1000]), "config: classes: 1000 is out of range; indices are 0..999"),
         (
             lambda c: c["dataset"].update(source="imagenet", root="no/such/folder"),
