@@ -16,9 +16,9 @@ from snakemake.utils import validate
 
 from atlas.errors import AtlasError
 from atlas.layer_table import check_filter
-from atlas.methods import names as method_names
-from atlas.methods import get as get_method
 from atlas.methods import INPUTS, schema_methods, settings_for
+from atlas.methods import get as get_method
+from atlas.methods import names as method_names
 from atlas.plan import KINDS, class_targets, filter_targets, pair_targets, plan_chunks, target_specs
 
 

@@ -66,12 +66,9 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from atlas.errors import AtlasError
-
-if TYPE_CHECKING:
-    from atlas.parameterise import Parameterisation
 
 PRESETS = ("default", "paper")
 OPTIMISERS = ("adamax", "adam", "nadam", "sgd")
@@ -125,7 +122,8 @@ class Method:
     description: str  # one line, for the site's summary page and the records' schema
     paper: Mapping[str, Any]  # the `paper` preset: MethodSettings fields (all but `method`)
     default: Mapping[str, Any]  # the `default` preset
-    build: Callable[[Build], Parameterisation]  # the chunk's parameterisation; imports torch itself
+    # The chunk's `atlas.parameterise.Parameterisation` (not imported here: it imports this module).
+    build: Callable[[Build], Any]
     regularisers: tuple[str, ...] = ("none",)  # the `reg` values it can apply (R needs its parameters)
     inputs: tuple[str, ...] = ()  # names in INPUTS
 
