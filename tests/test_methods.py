@@ -177,7 +177,8 @@ def test_a_toy_method_is_one_module(
     records = pd.read_parquet(out / "records.parquet")
     assert list(records["method"]) == ["toy", "toy"] and list(records["steps"]) == [2, 2]
     for image in records["image"]:
-        pixels = np.asarray(Image.open(out / image))
+        with Image.open(out / image) as im:
+            pixels = np.asarray(im)
         assert (pixels == pixels[0, 0]).all()
     assert json.loads((out / "run.json").read_text())["settings"]["method"] == "toy"
     # It takes no decoder: refused with the one method that does named.
