@@ -29,6 +29,8 @@ from pathlib import Path
 
 from _bench import write_json
 
+from atlas.methods import takes
+
 
 def _timed(cmd: list[str]) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -53,7 +55,7 @@ def main() -> None:
     ap.add_argument("--classifier", default="efficientnet-lite0")
     ap.add_argument("--weights", default="default")
     ap.add_argument("--method", default="scratch")
-    ap.add_argument("--chunk", type=int, default=8, help="targets in the job (config.yaml's chunk_size)")
+    ap.add_argument("--chunk", type=int, default=8, help="targets in the job (config.yaml's classes_per_job)")
     ap.add_argument("--steps", type=int, default=11, help="N: steps of the long run")
     ap.add_argument("--width", type=float, default=0.25, help="scratch generator width")
     ap.add_argument("--image-size", type=int, default=None)
@@ -83,14 +85,14 @@ def main() -> None:
         args.method,
         "--targets",
         f"class:0-{args.chunk - 1}",
-        "--chunk-size",
+        "--batch-size",
         str(args.chunk),
         "--device",
         args.device,
         "--on-nan",
         "record",
     ]
-    if args.method == "pretrained":
+    if takes(args.method, "decoder"):
         base += ["--decoder", "random"]
     if args.method == "scratch":
         base += ["--width", str(args.width)]

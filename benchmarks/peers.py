@@ -97,9 +97,9 @@ from atlas.errors import AtlasError
 from atlas.generate import GenerateConfig, generate
 from atlas.image_scores import class_scores
 from atlas.io import write_text
-from atlas.methods import settings_for
+from atlas.methods import settings_for, takes
 from atlas.parameterise import power_law
-from atlas.pixels import to_input, to_rgb
+from atlas.pixels import to_input, unit_rgb
 from atlas.targets import Target
 
 TOOLS = ("atlas-fourier", "atlas-maco", "lucent-100", "lucent-512", "horama-100")
@@ -244,7 +244,7 @@ def records_of(classifier: Classifier, classes: Sequence[int], folder: Path, nam
     probability of the target on the saved PNG."""
     pixels = np.stack([np.asarray(Image.open(folder / n).convert("RGB")) for n in names])
     with torch.no_grad():
-        logits = classifier.forward(to_input(classifier, to_rgb(torch.from_numpy(pixels))), need_logits=True).logits
+        logits = classifier.forward(to_input(classifier, unit_rgb(torch.from_numpy(pixels))), need_logits=True).logits
     assert logits is not None
     d = class_scores(logits, [Target("class", (c,)) for c in classes])
     return pd.DataFrame(
@@ -363,9 +363,9 @@ def run_atlas(
     cfg = GenerateConfig(
         settings=settings,
         seed=seed,
-        chunk_size=max(len(classes), 1),
+        batch_size=max(len(classes), 1),
         on_nan="record",
-        spectrum=str(spectrum) if method == "maco" and spectrum is not None else None,
+        spectrum=str(spectrum) if takes(method, "spectrum") and spectrum is not None else None,
     )
     classifier = load_classifier("efficientnet-lite0", "default", seed=seed)  # fresh: folding changes it
     c0 = time.process_time()

@@ -24,7 +24,7 @@ from PIL import Image
 
 from atlas.classifier import load_classifier
 from atlas.generate import GenerateConfig, generate
-from atlas.methods import settings_for
+from atlas.methods import settings_for, takes
 from atlas.runtime import pick_device
 from atlas.targets import parse_specs
 
@@ -62,9 +62,9 @@ def main() -> None:
         for precision in args.precisions.split(","):
             cfg = GenerateConfig(
                 settings=settings,
-                chunk_size=len(targets),
+                batch_size=len(targets),
                 precision=precision,
-                decoder=args.decoder if args.method == "pretrained" else None,
+                decoder=args.decoder if takes(args.method, "decoder") else None,
             )
             out = Path(tmp) / precision
             with Clock(device) as clock:

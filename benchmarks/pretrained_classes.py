@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, out: Path) -> int:
         args.classifier,
         "--targets",
         "class:" + ",".join(str(c) for c in CLASSES),
-        "--chunk-size",
+        "--batch-size",
         str(len(CLASSES)),
         "--seed",
         str(args.seed),

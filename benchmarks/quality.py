@@ -50,9 +50,9 @@ from atlas.classifier import load_classifier
 from atlas.generate import GenerateConfig, generate
 from atlas.image_scores import class_scores
 from atlas.io import write_text
-from atlas.methods import METHODS, settings_for
+from atlas.methods import METHODS, settings_for, takes
 from atlas.naturalness import FIELDS, naturalness, of_photos
-from atlas.pixels import to_input, to_rgb
+from atlas.pixels import to_input, unit_rgb
 from atlas.targets import Target
 
 # Chosen for variety (animals, objects, food, scenes) and kept apart from config.yaml's 13 classes.
@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--classifier", default="efficientnet-lite0")
     p.add_argument("--judge", default="efficientnet-lite2")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--chunk-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--fold-bn", default="auto", choices=("auto", "on", "off"), help="as `atlas generate --fold-bn`")
     p.add_argument("--out", default=None, metavar="DIR", help="keep images, sheet and results here")
@@ -124,7 +124,7 @@ def overrides(items: list[str], methods: list[str]) -> dict[str, dict[str, str]]
 def judge_rows(classifier, judge, records: pd.DataFrame, folder: Path) -> list[dict[str, object]]:  # noqa: ANN001
     ok = records[~records["failed"]]
     pixels = np.stack([np.asarray(Image.open(folder / str(name)).convert("RGB")) for name in ok["image"]])
-    rgb = to_rgb(torch.from_numpy(pixels))
+    rgb = unit_rgb(torch.from_numpy(pixels))
     targets = [Target("class", (int(c),)) for c in ok["class_index"]]
     with torch.no_grad():
         logits = judge.forward(to_input(judge, rgb), need_logits=True).logits
@@ -235,11 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = GenerateConfig(
             settings=settings,
             seed=args.seed,
-            chunk_size=args.chunk_size,
+            batch_size=args.batch_size,
             on_nan="record",
             fold_bn=fold_bn,
-            decoder=args.decoder if m == "pretrained" else None,
-            spectrum=args.spectrum_from if m == "maco" else None,
+            decoder=args.decoder if takes(m, "decoder") else None,
+            spectrum=args.spectrum_from if takes(m, "spectrum") else None,
         )
         # A fresh D for each row: folding changes the classifier in place.
         classifier = load_classifier(args.classifier, "default", seed=args.seed)

@@ -60,7 +60,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from atlas.classifier import Classifier, load_classifier
 from atlas.generate import GenerateConfig, _parameterisation, random_transforms, resolve_decoder
-from atlas.methods import MethodSettings, settings_for
+from atlas.methods import MethodSettings, settings_for, takes
 from atlas.objectives import Objective, target_objective
 from atlas.optimise import chunk_loss, make_optimiser, optimise
 from atlas.parameterise import Parameterisation
@@ -80,7 +80,7 @@ def _setup(
     transformations when they are on (the default), the magnitude of maco the 1/f law."""
     s = settings_for(method, overrides={"width": str(width)})
     targets = [Target("class", (c % clf.num_classes,)) for c in range(chunk)]
-    cfg = GenerateConfig(settings=s, decoder="random" if method == "pretrained" else None)
+    cfg = GenerateConfig(settings=s, decoder="random" if takes(method, "decoder") else None)
     seeds = [t.seed(0) for t in targets]
     param = _parameterisation(cfg, clf, seeds, resolve_decoder(cfg), None, device)
     param.prepare(runtime)

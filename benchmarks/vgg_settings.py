@@ -55,7 +55,7 @@ from PIL import Image
 from atlas.classifier import Classifier, load_classifier
 from atlas.errors import AtlasError
 from atlas.generate import GenerateConfig, generate
-from atlas.methods import METHODS, MethodSettings, settings_for
+from atlas.methods import METHODS, MethodSettings, settings_for, takes
 from atlas.pixels import dequantise
 from atlas.targets import Target, check_targets, parse_specs
 
@@ -110,10 +110,10 @@ def run_method(
     cfg = GenerateConfig(
         settings=settings,
         seed=seed,
-        chunk_size=len(targets),
+        batch_size=len(targets),
         image_size=image_size,
         on_nan="record",
-        decoder="random" if settings.method == "pretrained" else None,
+        decoder="random" if takes(settings.method, "decoder") else None,
     )
     t0 = time.perf_counter()
     records = generate(classifier, targets, cfg, out, torch.device("cpu"))

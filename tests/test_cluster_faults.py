@@ -57,7 +57,7 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
 def _write_config(workdir: Path, classes: list[int], steps: int = STEPS) -> None:
     def change(cfg: dict[str, Any]) -> None:
         cut_to(classes, ("pixel",))(cfg)
-        cfg["methods"]["pixel"].update(chunk_size=1, settings={"steps": steps})
+        cfg["methods"]["pixel"].update(classes_per_job=1, settings={"steps": steps})
         cfg["exemplars"] = {"top_k": 0}  # no dataset: generation and scoring alone
 
     write_config(workdir, change)

@@ -53,7 +53,7 @@ def test_every_schema_key_has_a_row() -> None:
         "robustness.scales",
         "filters[].layer",
         "methods.scratch",
-        "methods.<method>.chunk_size",
+        "methods.<method>.classes_per_job",
         "methods.<method>.settings.lr",
         "dataset.root",
     ):

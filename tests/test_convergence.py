@@ -45,7 +45,7 @@ def one_thread():
 def test_probability_above_one_half(tmp_path, method, extra) -> None:
     def run(seed: int) -> pd.DataFrame:
         out = tmp_path / f"{method}-{seed}"
-        args = ["--targets", CLASSES, "--out", str(out), "--chunk-size", "2", "--seed", str(seed), *extra]
+        args = ["--targets", CLASSES, "--out", str(out), "--batch-size", "2", "--seed", str(seed), *extra]
         assert main(["generate", "--method", method, *args]) == 0
         return pd.read_parquet(out / "records.parquet").set_index("class_index")[["prob", "rank"]]
 
@@ -71,7 +71,7 @@ def test_pretrained_on_a_random_decoder_raises_the_activation(tmp_path) -> None:
         "0.25",
         "--targets",
         CLASSES,
-        "--chunk-size",
+        "--batch-size",
         "2",
         "--set",
         "snapshots=1",

@@ -34,7 +34,7 @@ def test_outputs_and_records(tmp_path, capsys) -> None:
         str(out),
         "--steps",
         "2",
-        "--chunk-size",
+        "--batch-size",
         "3",
         "--image-size",
         "64",
@@ -86,7 +86,7 @@ def test_outputs_and_records(tmp_path, capsys) -> None:
         (["--targets", "klass:5"], "malformed target spec"),
         (["--targets", "class:1", "--set", "lr"], "malformed --set"),
         (["--targets", "class:1", "--set", "nope=1"], "unknown setting 'nope'"),
-        (["--targets", "class:1", "--chunk-size", "0"], "chunk size must be at least 1"),
+        (["--targets", "class:1", "--batch-size", "0"], "--batch-size must be at least 1"),
         (["--targets", "class:1", "--decoder", "x.pt"], "--decoder is for the pretrained method"),
         (["--targets", "class:1", "--weights", "/nonexistent.pth"], "does not exist"),
         (["--targets", "class:1", "--image-size", "8"], "--image-size 8 is out of range"),
@@ -104,6 +104,16 @@ def test_bad_input_is_a_one_line_error_exit_2_and_no_output(tmp_path, capsys, ar
     assert len(lines) == 1 and message in lines[0], err
     assert not out.exists()
     assert not list(tmp_path.iterdir())
+
+
+def test_the_renamed_chunk_size_option_names_batch_size(tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--method", "pixel", "--targets", "class:1", "--chunk-size", "4", "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("--chunk-size was renamed --batch-size (targets optimised at once); write --batch-size N")
+    assert not out.exists()
 
 
 def test_maco_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys) -> None:
@@ -286,9 +296,9 @@ def test_a_chunk_that_runs_out_of_memory_runs_again_as_halves(tmp_path, capsys, 
         "--image-size",
         "32",
     ]
-    assert run(capsys, *args, "--chunk-size", "2", "--out", str(tmp_path / "twos"))[0] == 0
+    assert run(capsys, *args, "--batch-size", "2", "--out", str(tmp_path / "twos"))[0] == 0
     tried = _out_of_memory_above(monkeypatch, 2)
-    code, err = run(capsys, *args, "--chunk-size", "5", "--out", str(tmp_path / "halved"))
+    code, err = run(capsys, *args, "--batch-size", "5", "--out", str(tmp_path / "halved"))
     assert code == 0, err
     assert tried == [5, 3, 2, 1, 2]  # 5 -> 3 + 2, 3 -> 2 + 1
     assert err.count("ran out of cpu memory") == 2
@@ -351,7 +361,7 @@ def test_seeds_draw_each_target_several_times_and_seed_0_is_the_one_seed_image(t
     args += ["--targets", "class:1,2", "--steps", "2", "--image-size", "32"]
     one, three = tmp_path / "one", tmp_path / "three"
     assert run(capsys, *args, "--out", str(one))[0] == 0
-    assert run(capsys, *args, "--seeds", "3", "--chunk-size", "4", "--out", str(three))[0] == 0
+    assert run(capsys, *args, "--seeds", "3", "--batch-size", "4", "--out", str(three))[0] == 0
     rec = pd.read_parquet(three / "records.parquet")
     assert list(rec["target_id"]) == [
         "class-0001",

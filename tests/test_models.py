@@ -36,7 +36,7 @@ def classes_file(tmp_path: Path, names: list[str] = TEN) -> Path:
 
 
 def generate(capsys, out: Path, *args: str) -> tuple[int, str, pd.DataFrame | None]:
-    code = main(["generate", "--method", "pixel", "--out", str(out), "--chunk-size", "4", *args])
+    code = main(["generate", "--method", "pixel", "--out", str(out), "--batch-size", "4", *args])
     err = capsys.readouterr().err
     records = pd.read_parquet(out / "records.parquet") if code == 0 else None
     return code, err, records

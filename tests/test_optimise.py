@@ -12,10 +12,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from atlas.draws import Draws
 from atlas.generate import GenerateConfig, generate, random_transforms
 from atlas.generator import Decoder
-from atlas.methods import settings_for
+from atlas.methods import Build, get, names, settings_for, takes
 from atlas.objectives import ChunkLoss, Objective, target_objective
 from atlas.optimise import Result, chunk_loss, optimise
-from atlas.parameterise import FourierImage, MagnitudeFourier, Pixels, PretrainedG, ScratchG, roll_rows
+from atlas.parameterise import FourierImage, Pixels, PretrainedG, roll_rows
 from atlas.targets import Target, parse_specs
 from tests.tiny import tiny_classifier
 
@@ -32,25 +32,19 @@ ATOL = 2e-3
 # pixels (docs/design.md, "A chunk as one optimisation"). The pretrained code is standardised (LayerNorm over its 3200 values)
 # and Adam's first steps are sign-like too: its trajectories part by ~1e-3 a step (9e-4 after one
 # step, 1.3e-2 after eight, measured), so it is checked after one. Pixel, fourier and maco stay
-# within ATOL over 8 steps.
-STEPS = {"scratch": 1, "pretrained": 1, "pixel": 8, "fourier": 8, "maco": 8}
-ALL = ["scratch", "pretrained", "pixel", "fourier", "maco"]
+# within ATOL over 8 steps, as must any other method.
+STEPS = {"scratch": 1, "pretrained": 1}
+ALL = list(names())  # every registered method
 
 
 def _param(method: str, seeds: list[int], clf):
-    steps = str(STEPS[method])
+    steps = str(STEPS.get(method, 8))
     s = settings_for(method, overrides={"steps": steps, "width": "0.0625", "snapshots": "3", "snapshot_every": "2"})
-    if method == "scratch":
-        return s, ScratchG(s, seeds, CPU)
-    if method == "pretrained":
-        dec = Decoder(width=0.0625)
-        dec.init_copy(0, torch.Generator().manual_seed(0))
-        return s, PretrainedG(s, seeds, dec, CPU)
-    if method == "fourier":
-        return s, FourierImage(s, seeds, clf.input_size, clf.normalise, CPU)
-    if method == "maco":
-        return s, MagnitudeFourier(s, seeds, clf.input_size, clf.normalise, CPU)
-    return s, Pixels(s, seeds, clf.input_size, clf.normalise, CPU)
+    dec = Decoder(width=0.0625)
+    dec.init_copy(0, torch.Generator().manual_seed(0))
+    inputs = {"decoder": dec, "spectrum": None}  # maco's magnitude: the 1/f law
+    b = Build(s, seeds, clf.input_size, clf.normalise, CPU, {k: inputs[k] for k in get(method).inputs})
+    return s, get(method).build(b)
 
 
 def _run(method: str, targets: list[Target], clf) -> Result:
@@ -90,12 +84,12 @@ def test_same_seed_same_bytes(method: str, tmp_path) -> None:
     clf = tiny_classifier()
     targets = parse_specs(["class:1,4", "filter:conv:2"])
     s = settings_for(method, overrides={"steps": "4", "width": "0.0625"})
-    cfg = GenerateConfig(settings=s, seed=3, chunk_size=2, decoder="random" if method == "pretrained" else None)
+    cfg = GenerateConfig(settings=s, seed=3, batch_size=2, decoder="random" if takes(method, "decoder") else None)
     generate(clf, targets, cfg, tmp_path / "a", CPU)
     generate(clf, targets, cfg, tmp_path / "b", CPU)
     for t in targets:
         assert (tmp_path / "a" / f"{t.id}.png").read_bytes() == (tmp_path / "b" / f"{t.id}.png").read_bytes()
-    other = GenerateConfig(settings=s, seed=4, chunk_size=2, decoder=cfg.decoder)
+    other = GenerateConfig(settings=s, seed=4, batch_size=2, decoder=cfg.decoder)
     generate(clf, targets, other, tmp_path / "c", CPU)
     assert (tmp_path / "a" / "class-0001.png").read_bytes() != (tmp_path / "c" / "class-0001.png").read_bytes()
 

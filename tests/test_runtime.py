@@ -71,7 +71,7 @@ def _pngs(tmp: Path, method: str, overrides: dict[str, str], **runtime: object) 
             from atlas.generator import save_decoder
 
             save_decoder(_calibrated_decoder(), decoder)
-    cfg = GenerateConfig(settings=s, seed=3, chunk_size=3, decoder=decoder, **runtime)  # type: ignore[arg-type]
+    cfg = GenerateConfig(settings=s, seed=3, batch_size=3, decoder=decoder, **runtime)  # type: ignore[arg-type]
     out = tmp / f"{method}-{'-'.join(f'{k}={v}' for k, v in runtime.items())}"
     records = generate(clf, parse_specs(SPECS), cfg, out, CPU)
     assert list(records["precision"]) == [cfg.precision if cfg.precision != "auto" else "fp32"] * 3

@@ -15,7 +15,7 @@ from atlas.cli import main
 from atlas.errors import AtlasError
 from atlas.image_scores import class_scores, diversity, logits_and_features, score
 from atlas.naturalness import of_uint8
-from atlas.pixels import to_input, to_rgb
+from atlas.pixels import to_input, unit_rgb
 from atlas.schema import SCORES_KEY
 from atlas.score import Transform, robustness, robustness_set, score_chunk
 from atlas.targets import Target
@@ -151,7 +151,7 @@ def test_score_chunk_reproduces_d_and_scores_under_the_judge(chunk: Path) -> Non
         target = Target(
             kind=rec["kind"], classes=tuple(rec["classes"]), layer=rec["layer"], channels=tuple(rec["channels"])
         )
-        want = class_scores(judge.forward(to_input(judge, to_rgb(pixels))).logits, [target])
+        want = class_scores(judge.forward(to_input(judge, unit_rgb(pixels))).logits, [target])
         assert row["judge_top5"] == want.top5[0].tolist()
         assert row["judge_top5_labels"] == [judge.class_names[c] for c in want.top5[0].tolist()]
         if rec["kind"] != "filter":
@@ -173,7 +173,7 @@ def test_a_target_drawn_from_several_seeds_gets_the_diversity_of_their_images(tm
     for base in ("class-0001", "class-0002", "filter-act-0000"):
         ids = [base, f"{base}-seed1", f"{base}-seed2"]
         pixels = np.stack([np.asarray(Image.open(chunk / records[i]["image"]).convert("RGB")) for i in ids])
-        _, feats = logits_and_features(judge, to_input(judge, to_rgb(torch.from_numpy(pixels))))
+        _, feats = logits_and_features(judge, to_input(judge, unit_rgb(torch.from_numpy(pixels))))
         assert feats is not None and feats.shape[0] == 3
         want = diversity(feats)
         assert want > 0

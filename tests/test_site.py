@@ -16,7 +16,7 @@ import pytest
 
 from atlas.cli import main
 from atlas.formatting import number, percent
-from atlas.site import MARKER, METHOD_DESCRIPTIONS, comparison, load_index, method_order, slug, target_views
+from atlas.site import MARKER, comparison, load_index, method_descriptions, method_order, slug, target_views
 from tests.site_synthetic import synthetic_index
 
 EVIL = "<script>alert(1)</script> & \"dq\" 'sq' a/b"
@@ -523,9 +523,9 @@ def test_the_summary_describes_each_known_method_in_the_site_order(tmp_path: Pat
     assert [row[0] for row in found[0][1][1:]] == order
     page = _Notes()
     page.feed((tmp_path / "site" / "summary.html").read_text(encoding="utf-8"))
-    described = [m for m in order if m in METHOD_DESCRIPTIONS]
+    described = [m for m in order if m in method_descriptions()]
     assert described == [m for m in order if m != "new-method"]
-    assert page.notes == [(m, METHOD_DESCRIPTIONS[m]) for m in described]
+    assert page.notes == [(m, method_descriptions()[m]) for m in described]
 
 
 class _Notes(HTMLParser):

@@ -272,7 +272,7 @@ def test_changing_one_methods_setting_reruns_only_that_method(tiny_copy: Path) -
 def test_an_interrupted_run_resumes_where_it_stopped(tiny_run: Path, tmp_path: Path) -> None:
     def change(cfg: dict[str, Any]) -> None:
         only_pixel(cfg)
-        cfg["methods"]["pixel"]["chunk_size"] = 1
+        cfg["methods"]["pixel"]["classes_per_job"] = 1
         cfg["pairs"], cfg["filters"] = [], []
         cfg["exemplars"] = {"top_k": 0}  # no dataset either: generation and scoring alone
 
@@ -342,7 +342,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny_run: Path, tmp_path: P
             spec,
             "--seed",
             "0",
-            "--chunk-size",
+            "--batch-size",
             "1",
             "--device",
             "cpu",

@@ -136,7 +136,7 @@ def test_the_paper_config_plans_all_1000_classes_without_importing_torch(tmp_pat
         filters = sum(len(s.split(":")[2].split(",")) for s in specs if s.startswith("filter:"))
         assert filters == 128 + 512, method
     jobs = planned_jobs(text)
-    chunk = cfg["methods"]["scratch"]["chunk_size"]
+    chunk = cfg["methods"]["scratch"]["classes_per_job"]
     assert sum(n for rule, n in jobs.items() if rule.startswith("generate_scratch_class_")) == math.ceil(1000 / chunk)
     assert jobs["extract"] == 1 and jobs["train_dae"] == 1
 
@@ -170,6 +170,11 @@ def test_each_shipped_config_sets_every_key_the_embedded_default_sets(name: str)
         (
             lambda c: c["methods"]["scratch"].update(chunk_szie=2),
             "config: methods.scratch: Additional properties are not allowed ('chunk_szie' was unexpected)",
+        ),
+        (
+            lambda c: c["methods"]["fourier"].update(chunk_size=50),
+            "config: methods.fourier.chunk_size was renamed methods.fourier.classes_per_job (the bin of target "
+            "indices per generation job); write classes_per_job: 50",
         ),
         (lambda c: c.update(classes=[0, 1000]), "config: classes: 1000 is out of range; indices are 0..999"),
         (
@@ -294,7 +299,7 @@ def test_a_method_can_draw_its_own_classes(tmp_path: Path) -> None:
     def change(cfg: dict[str, Any]) -> None:
         for method in METHODS:
             cfg["methods"][method]["enabled"] = method in ("scratch", "fourier")
-        cfg["methods"]["scratch"].update(classes=[9, 500], chunk_size=1000)
+        cfg["methods"]["scratch"].update(classes=[9, 500], classes_per_job=1000)
         cfg.update(classes=["0-3"], pairs=[], filters=[])
 
     write_config(tmp_path, change)
@@ -314,16 +319,16 @@ def test_a_method_with_seeds_passes_them_to_its_jobs_and_batches_them_together(t
     def change(cfg: dict[str, Any]) -> None:
         for method in METHODS:
             cfg["methods"][method]["enabled"] = method in ("pixel", "fourier")
-        cfg["methods"]["fourier"].update(seeds=3, chunk_size=1000, batch_size=None)
-        cfg["methods"]["pixel"].update(chunk_size=1000, batch_size=None)
+        cfg["methods"]["fourier"].update(seeds=3, classes_per_job=1000, batch_size=None)
+        cfg["methods"]["pixel"].update(classes_per_job=1000, batch_size=None)
         cfg.update(classes=["0-1"], pairs=[], filters=[])
 
     write_config(tmp_path, change)
     commands = _generate_commands(ok(snakemake(tmp_path, "-n", "-p")))
     assert " --seeds 3 " in commands["generate_fourier_class_0000"]
-    assert "--chunk-size 6 " in commands["generate_fourier_class_0000"]
+    assert "--batch-size 6 " in commands["generate_fourier_class_0000"]
     assert "--seeds" not in commands["generate_pixel_class_0000"]
-    assert "--chunk-size 2 " in commands["generate_pixel_class_0000"]
+    assert "--batch-size 2 " in commands["generate_pixel_class_0000"]
     chunk = plan_chunks("fourier", "class", class_targets([0, 1]), 1000, seeds=2)[0]
     assert chunk.ids == ["class-0000", "class-0000-seed1", "class-0001", "class-0001-seed1"] and chunk.size == 4
     with pytest.raises(AtlasError, match="seeds must be at least 1"):
@@ -344,7 +349,7 @@ def test_a_class_added_in_the_middle_plans_one_new_chunk_per_method(tmp_path: Pa
         def change(cfg: dict[str, Any]) -> None:
             for method in METHODS:
                 cfg["methods"][method]["enabled"] = method in ("fourier", "maco")
-                cfg["methods"][method]["chunk_size"] = 10
+                cfg["methods"][method]["classes_per_job"] = 10
             cfg.update(classes=listed, pairs=[], filters=[])
             cfg["exemplars"] = {"top_k": 0}
 

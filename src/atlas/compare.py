@@ -113,14 +113,14 @@ def _read_with(
     import torch
 
     from atlas.image_scores import class_scores
-    from atlas.pixels import load_png, to_input, to_rgb
+    from atlas.pixels import load_png, to_input, unit_rgb
     from atlas.targets import Target
 
     out: list[tuple[float, int]] = []
     for start in range(0, len(rows), batch_size):
         part = rows[start : start + batch_size]
         pixels = np.stack([load_png(run_dir / r["image"]) for r in part])
-        rgb = to_rgb(torch.from_numpy(pixels))
+        rgb = unit_rgb(torch.from_numpy(pixels))
         with torch.no_grad():
             logits = classifier.forward(to_input(classifier, rgb).to(classifier.device), need_logits=True).logits
         targets = [Target(kind=r["kind"], classes=tuple(r["classes"])) for r in part]

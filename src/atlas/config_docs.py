@@ -8,7 +8,7 @@ config: every key with its type, default, allowed values and description. This m
 as a markdown page, one section per top-level key and one table row per key, nested keys by their
 dotted path (`classifier.name`, `filters[].layer`). A definition shared by several keys (every
 method's entry under `methods`) is listed once, under a placeholder named after the definition
-(`methods.<method>.chunk_size`); a definition used by one key is listed under that key's path.
+(`methods.<method>.classes_per_job`); a definition used by one key is listed under that key's path.
 
 No torch: this runs in the lint step and in a test.
 """
@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from atlas.io import write_text
+from atlas.methods import schema_methods
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = Path("workflow/schemas/config.schema.yaml")
@@ -54,8 +55,8 @@ wrong type or out of range, a class index outside 0..999 or a missing dataset fo
 with a one-line message. The resolved config (defaults filled in) and its sha256 are recorded in
 the index's provenance.
 
-A key written with a placeholder, such as `methods.<method>.chunk_size`, exists under each of the
-keys listed just before it (`methods.scratch.chunk_size`, `methods.pretrained.chunk_size`, ...).
+A key written with a placeholder, such as `methods.<method>.classes_per_job`, exists under each of the
+keys listed just before it (`methods.scratch.classes_per_job`, `methods.pretrained.classes_per_job`, ...).
 `filters[].layer` is the `layer` of each entry of the list `filters`. The profiles are in
 `workflow/profiles/` (docs/design.md, "Profiles").
 """
@@ -245,7 +246,7 @@ def render(schema: Mapping[str, Any], schema_path: Path = SCHEMA) -> str:
 
 
 def generate(root: Path = ROOT) -> str:
-    return render(load_schema(root / SCHEMA))
+    return render(schema_methods(load_schema(root / SCHEMA)))  # every registered method under `methods`
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,7 +51,7 @@ from atlas.errors import AtlasError
 from atlas.io import atomic_dir
 from atlas.metadata import classifier_record, software
 from atlas.naturalness import of_photos
-from atlas.pixels import to_input, to_rgb
+from atlas.pixels import to_input, unit_rgb
 from atlas.schema import EXEMPLARS, EXEMPLARS_KEY
 from atlas.targets import Target, check_targets
 
@@ -75,7 +75,7 @@ def dataset_activations(
     means = {layer: torch.empty(len(rows), classifier.layers[layer]) for layer in layers}
     for start in tqdm(range(0, len(rows), batch_size), desc="dataset under D", unit="batch", disable=None):
         part = rows[start : start + batch_size]
-        rgb = to_rgb(torch.from_numpy(np.ascontiguousarray(images[part])))
+        rgb = unit_rgb(torch.from_numpy(np.ascontiguousarray(images[part])))
         acts = classifier.forward(
             to_input(classifier, rgb).to(classifier.device), layers=layers, need_logits=len(cls) > 0
         )

@@ -1,8 +1,8 @@
 """`atlas generate`: preferred inputs for a list of targets, one PNG each, plus records.parquet.
 
-Targets run in chunks of `chunk_size`, each chunk one batched optimisation. A chunk that runs out
-of the device's memory is run again as two halves (each target's `chunk_size` record says what it
-ran in), so a chunk size too large for a GPU costs time, not the job. The output folder is
+Targets run in batches of `batch_size`, each batch one optimisation. A batch that runs out of the
+device's memory is run again as two halves (each target's `chunk_size` record says how many
+targets it ran with), so a batch size too large for a GPU costs time, not the job. The output folder is
 built under a temporary name and renamed into place when every chunk is done, so an interrupted
 run leaves nothing behind.
 
@@ -35,18 +35,11 @@ from atlas.generator import Decoder, load_decoder
 from atlas.image_scores import Scores, score
 from atlas.io import atomic_dir, write_parquet, write_text
 from atlas.metadata import classifier_record, file_sha256, software
-from atlas.methods import MethodSettings
+from atlas.methods import INPUTS, Build, MethodSettings, listed, taking
+from atlas.methods import get as get_method
 from atlas.objectives import target_objective
 from atlas.optimise import optimise
-from atlas.parameterise import (
-    FourierImage,
-    MagnitudeFourier,
-    Parameterisation,
-    Pixels,
-    PretrainedG,
-    ScratchG,
-    photo_magnitude,
-)
+from atlas.parameterise import Parameterisation, photo_magnitude
 from atlas.pixels import dequantise, quantise
 from atlas.runtime import Runtime, check_runtime, resolve_runtime
 from atlas.schema import RECORDS
@@ -65,7 +58,7 @@ _CURVE_POINTS = 250
 class GenerateConfig:
     settings: MethodSettings
     seed: int = 0
-    chunk_size: int = 8
+    batch_size: int = 8  # targets optimised at once (`--batch-size`)
     decoder: str | None = None  # path, or "random" (pretrained only)
     image_size: int | None = None  # D's input size override
     on_nan: str = "fail"  # fail: error, nothing written; record: failed rows, no PNG
@@ -80,8 +73,8 @@ class GenerateConfig:
     attempts: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.chunk_size < 1:
-            raise AtlasError(f"chunk size must be at least 1, got {self.chunk_size}")
+        if self.batch_size < 1:
+            raise AtlasError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.image_size is not None and not 32 <= self.image_size <= 1024:
             raise AtlasError(f"--image-size {self.image_size} is out of range; use 32..1024 pixels")
         if self.on_nan not in ON_NAN:
@@ -94,15 +87,24 @@ class GenerateConfig:
         return self.attempts.get(target.id, 0)
 
 
+def _check_input(cfg: GenerateConfig, name: str, given: object) -> bool:
+    """Whether the method takes the input `name` (INPUTS); an input given to a method that does not
+    take it, or a required one missing, is an AtlasError naming the flag."""
+    method, flag = cfg.settings.method, INPUTS[name].flag
+    if name not in get_method(method).inputs:
+        if given is not None:
+            raise AtlasError(f"{flag} is for the {listed(taking(name))} method, not {method}; drop it")
+        return False
+    return True
+
+
 def resolve_decoder(cfg: GenerateConfig) -> Decoder | None:
-    """The pretrained method's decoder: a file from `atlas train-dae`, or a seeded random one."""
-    if cfg.settings.method != "pretrained":
-        if cfg.decoder is not None:
-            raise AtlasError(f"--decoder is for the pretrained method, not {cfg.settings.method}; drop it")
+    """The decoder of a method that takes one: a file from `atlas train-dae`, or a seeded random one."""
+    if not _check_input(cfg, "decoder", cfg.decoder):
         return None
     if cfg.decoder is None:
         raise AtlasError(
-            "the pretrained method needs --decoder PATH (from `atlas train-dae`) or --decoder random "
+            f"the {cfg.settings.method} method needs --decoder PATH (from `atlas train-dae`) or --decoder random "
             "(an untrained decoder, for tests)"
         )
     if cfg.decoder == "random":
@@ -114,13 +116,10 @@ def resolve_decoder(cfg: GenerateConfig) -> Decoder | None:
 
 
 def resolve_magnitude(cfg: GenerateConfig, size: int) -> torch.Tensor | None:
-    """The maco method's fixed magnitude spectrum: the mean amplitude spectrum of the photos of an
-    extracted dataset (`atlas extract`), or None (the 1/f law) when no dataset is given."""
-    if cfg.settings.method != "maco":
-        if cfg.spectrum is not None:
-            raise AtlasError(f"--spectrum-from is for the maco method, not {cfg.settings.method}; drop it")
-        return None
-    if cfg.spectrum is None:
+    """The fixed magnitude spectrum of a method that takes the dataset's photos: their mean amplitude
+    spectrum, from an extracted dataset (`atlas extract`), or None (the 1/f law) when no dataset
+    is given."""
+    if not _check_input(cfg, "spectrum", cfg.spectrum) or cfg.spectrum is None:
         return None
     images, _ = load_dataset(cfg.spectrum)
     sums: torch.Tensor | None = None
@@ -130,7 +129,9 @@ def resolve_magnitude(cfg: GenerateConfig, size: int) -> torch.Tensor | None:
         part = photo_magnitude(rgb, size) * len(rgb)
         sums = part if sums is None else sums + part
     assert sums is not None  # load_dataset refuses an empty dataset
-    log.info("maco magnitude: the mean amplitude spectrum of %d photos of %s", len(images), cfg.spectrum)
+    log.info(
+        "%s magnitude: the mean amplitude spectrum of %d photos of %s", cfg.settings.method, len(images), cfg.spectrum
+    )
     return sums / len(images)
 
 
@@ -142,24 +143,17 @@ def _parameterisation(
     magnitude: torch.Tensor | None,
     device: torch.device,
 ) -> Parameterisation:
-    s = cfg.settings
-    size = classifier.input_size
-    if s.method == "scratch":
-        return ScratchG(s, seeds, device)
-    if s.method == "pretrained":
-        assert decoder is not None
-        return PretrainedG(s, seeds, decoder, device)
-    if s.method == "fourier":
-        return FourierImage(s, seeds, size, classifier.normalise, device)
-    if s.method == "maco":
-        return MagnitudeFourier(s, seeds, size, classifier.normalise, device, magnitude)
-    return Pixels(s, seeds, size, classifier.normalise, device)
+    """The batch's parameterisation, built by its method's module (atlas.methods)."""
+    method = get_method(cfg.settings.method)
+    resolved = {"decoder": decoder, "spectrum": magnitude}
+    inputs = {name: resolved[name] for name in method.inputs}
+    return method.build(Build(cfg.settings, seeds, classifier.input_size, classifier.normalise, device, inputs))
 
 
 def random_transforms(
     settings: MethodSettings, classifier: Classifier, seeds: list[int], device: torch.device
 ) -> RandomTransforms | None:
-    """The chunk's transformation robustness (lucid's standard set), or None when it is off."""
+    """The batch's transformation robustness (lucid's standard set), or None when it is off."""
     if not settings.transforms:
         return None
     grey = classifier.normalise(torch.full((1, 3, 1, 1), 0.5)).flatten()
@@ -210,31 +204,31 @@ def generate(
             disable=None,
         ) as bar,
     ):
-        pending = [list(targets[i : i + cfg.chunk_size]) for i in range(0, len(targets), cfg.chunk_size)]
+        pending = [list(targets[i : i + cfg.batch_size]) for i in range(0, len(targets), cfg.batch_size)]
         while pending:
-            chunk = pending.pop(0)
+            batch = pending.pop(0)
             counted = bar.n
             try:
-                rows.extend(_run_chunk(chunk, cfg, classifier, decoder, magnitude, runtime, device, bar, tmp))
+                rows.extend(_run_batch(batch, cfg, classifier, decoder, magnitude, runtime, device, bar, tmp))
             except torch.OutOfMemoryError:
-                if len(chunk) == 1:
+                if len(batch) == 1:
                     raise AtlasError(
-                        f"one target ({chunk[0].id}) does not fit in {device}'s memory; lower --width or "
+                        f"one target ({batch[0].id}) does not fit in {device}'s memory; lower --width or "
                         "--image-size, or use a device with more memory"
                     ) from None
-                half = (len(chunk) + 1) // 2
-                pending[:0] = [chunk[:half], chunk[half:]]
+                half = (len(batch) + 1) // 2
+                pending[:0] = [batch[:half], batch[half:]]
                 log.warning(
-                    "a chunk of %d targets ran out of %s memory: running it as %d + %d",
-                    len(chunk),
+                    "a batch of %d targets ran out of %s memory: running it as %d + %d",
+                    len(batch),
                     device,
                     half,
-                    len(chunk) - half,
+                    len(batch) - half,
                 )
                 bar.n = counted
                 bar.refresh()
             if pending and device.type == "cuda":
-                torch.cuda.empty_cache()  # what the failed chunk held (its traceback is gone now)
+                torch.cuda.empty_cache()  # what the failed batch held (its traceback is gone now)
             done = sum(r["failed"] is False for r in rows)
             log.info("%d/%d targets done (%d ok)", len(rows), len(targets), done)
         records = pd.DataFrame(rows)
@@ -287,8 +281,8 @@ def _earlier_attempts(records: Path, cfg: GenerateConfig) -> dict[str, list[dict
     return out
 
 
-def _run_chunk(
-    chunk: list[Target],
+def _run_batch(
+    batch: list[Target],
     cfg: GenerateConfig,
     classifier: Classifier,
     decoder: Decoder | None,
@@ -298,20 +292,20 @@ def _run_chunk(
     bar: tqdm,
     tmp: Path,
 ) -> list[dict[str, object]]:
-    """One batched optimisation of `chunk`: its PNGs into `tmp`, its records returned."""
+    """One batched optimisation of `batch`: its PNGs into `tmp`, its records returned."""
     s = cfg.settings
-    seeds = [t.seed(cfg.seed, cfg.attempt(t)) for t in chunk]
+    seeds = [t.seed(cfg.seed, cfg.attempt(t)) for t in batch]
     t0 = time.perf_counter()
     param = _parameterisation(cfg, classifier, seeds, decoder, magnitude, device)
     param.prepare(runtime)
-    objectives = [target_objective(t, s.penalty, s.target_relu, s.filter_penalty) for t in chunk]
+    objectives = [target_objective(t, s.penalty, s.target_relu, s.filter_penalty) for t in batch]
     transforms = random_transforms(s, classifier, seeds, device)
     result = optimise(classifier, objectives, param, s, progress=bar, runtime=runtime, transforms=transforms)
     pixels = quantise(classifier, result.images)
-    scores = score(classifier, chunk, dequantise(classifier, pixels).to(device))
-    seconds = (time.perf_counter() - t0) / len(chunk)
+    scores = score(classifier, batch, dequantise(classifier, pixels).to(device))
+    seconds = (time.perf_counter() - t0) / len(batch)
     rows = []
-    for b, t in enumerate(chunk):
+    for b, t in enumerate(batch):
         reason = result.failed[b]
         image = None
         if reason is None:
@@ -319,7 +313,7 @@ def _run_chunk(
             Image.fromarray(pixels[b].numpy()).save(tmp / image, format="PNG")
         rows.append(
             _record(
-                t, b, cfg, classifier, scores, result.loss[:, b], seeds[b], seconds, image, reason, len(chunk), runtime
+                t, b, cfg, classifier, scores, result.loss[:, b], seeds[b], seconds, image, reason, len(batch), runtime
             )
         )
     return rows
@@ -336,7 +330,7 @@ def _record(
     seconds: float,
     image: str | None,
     reason: str | None,
-    chunk: int,
+    batch: int,
     runtime: Runtime,
 ) -> dict[str, object]:
     s = cfg.settings
@@ -366,7 +360,7 @@ def _record(
         "run_seed": cfg.seed,
         "attempt": cfg.attempt(t),
         "seconds": seconds,
-        "chunk_size": chunk,
+        "chunk_size": batch,
         "precision": runtime.precision,
         "channels_last": runtime.channels_last,
         "compiled": runtime.compile,
@@ -401,7 +395,7 @@ def _provenance(
         },
         "settings": cfg.settings.as_dict(),
         "seed": cfg.seed,
-        "chunk_size": cfg.chunk_size,
+        "batch_size": cfg.batch_size,
         "targets": n,
         "on_nan": cfg.on_nan,
         "attempts": {t: k for t, k in sorted(cfg.attempts.items()) if k},

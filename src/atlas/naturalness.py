@@ -36,7 +36,7 @@ class Naturalness:
 
 @torch.no_grad()
 def naturalness(rgb: torch.Tensor) -> Naturalness:
-    """The figures of images `rgb` (N, 3, H, W), float RGB in [0, 1] (e.g. `pixels.to_rgb` of PNGs)."""
+    """The figures of images `rgb` (N, 3, H, W), float RGB in [0, 1] (e.g. `pixels.unit_rgb` of PNGs)."""
     x = rgb.double()
     if x.shape[-2:] != (SIDE, SIDE):
         shrink = min(x.shape[-2:]) > SIDE

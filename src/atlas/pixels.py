@@ -25,11 +25,12 @@ def quantise(classifier: Classifier, images: torch.Tensor) -> torch.Tensor:
 
 def dequantise(classifier: Classifier, pixels: torch.Tensor) -> torch.Tensor:
     """uint8 RGB (B, H, W, 3) -> D's input space (B, 3, H, W), the inverse of `quantise`."""
-    return classifier.normalise(to_rgb(pixels))
+    return classifier.normalise(unit_rgb(pixels))
 
 
-def to_rgb(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB (B, H, W, 3) -> float RGB in [0, 1] (B, 3, H, W)."""
+def unit_rgb(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB (B, H, W, 3), as PNGs are read -> float RGB in [0, 1] (B, 3, H, W). (Not
+    `Classifier.to_rgb`, which maps D's input space back to RGB.)"""
     return pixels.permute(0, 3, 1, 2).float() / 255.0
 
 
@@ -51,3 +52,9 @@ def load_png(path: Path) -> np.ndarray:
             return np.asarray(im.convert("RGB"))
     except (OSError, UnidentifiedImageError) as exc:
         raise AtlasError(f"cannot read image {path} ({exc}); rerun the chunk that wrote it") from exc
+
+
+def __getattr__(name: str) -> object:
+    if name == "to_rgb":  # renamed: it was easily taken for Classifier.to_rgb, the other direction
+        raise AttributeError("atlas.pixels.to_rgb was renamed atlas.pixels.unit_rgb (uint8 RGB -> float RGB in [0, 1])")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

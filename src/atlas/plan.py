@@ -186,7 +186,7 @@ def plan_chunks(
     made in its own chunk, so a chunk makes up to `chunk_size` x `seeds` images.
     """
     if chunk_size < 1:
-        raise AtlasError(f"methods.{method}.chunk_size must be at least 1, got {chunk_size}")
+        raise AtlasError(f"methods.{method}.classes_per_job must be at least 1, got {chunk_size}")
     if seeds < 1:
         raise AtlasError(f"methods.{method}.seeds must be at least 1, got {seeds}")
     bins: dict[tuple[str | None, int], list[PlannedTarget]] = {}

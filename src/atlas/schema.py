@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from atlas.errors import AtlasError
+from atlas.methods import listed, names, taking
 
 INDEX_FORMAT = "atlas-index/1"
 PROVENANCE_KEY = b"atlas.provenance"
@@ -77,7 +78,7 @@ INDEX_COLUMNS: tuple[Column, ...] = (
     Column(
         "target_id", _str, "target", "target id: class-0009, pair-0009+0030, filter-<layer>-0003 (unique per method)"
     ),
-    Column("method", _str, "target", "scratch, pretrained, pixel, fourier or maco"),
+    Column("method", _str, "target", listed(names())),
     Column("kind", _str, "target", "class, pair (two classes), group (more) or filter"),
     Column("class_index", _int, "target", "the class index of a class target; null otherwise"),
     Column(
@@ -184,7 +185,10 @@ INDEX_COLUMNS: tuple[Column, ...] = (
     ),
     Column("judge_sha256", _str, "provenance", "sha256 of the judge's weight file; null when none"),
     Column(
-        "decoder_sha256", _str, "provenance", "sha256 of the pretrained method's decoder; null for the other methods"
+        "decoder_sha256",
+        _str,
+        "provenance",
+        f"sha256 of the {listed(taking('decoder'))} method's decoder; null for the other methods",
     ),
     Column("config_sha256", _str, "provenance", "sha256 of the run's resolved config (JSON, sorted keys)"),
     Column("atlas_version", _str, "provenance", "the atlas package version"),

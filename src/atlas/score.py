@@ -39,7 +39,7 @@ from atlas.image_scores import class_scores, diversity, logits_and_features, sco
 from atlas.io import read_table, sha256_file, write_table
 from atlas.metadata import classifier_record, software
 from atlas.naturalness import FIELDS, naturalness
-from atlas.pixels import load_png, to_input, to_rgb
+from atlas.pixels import load_png, to_input, unit_rgb
 from atlas.schema import INDEX_SCHEMA, RECORDS, SCORE_COLUMNS, SCORES_KEY
 from atlas.targets import Target
 
@@ -221,7 +221,7 @@ def score_chunk(
         pixels = [load_png(chunk / str(r["image"])) for r in batch]
         if len({p.shape for p in pixels}) > 1:
             raise AtlasError(f"{chunk} holds images of different sizes: a damaged chunk; rerun it")
-        rgb = to_rgb(torch.from_numpy(np.stack(pixels)))
+        rgb = unit_rgb(torch.from_numpy(np.stack(pixels)))
         targets = [_target(r) for r in batch]
         if judge is not None:
             logits, feats = logits_and_features(judge, to_input(judge, rgb).to(judge.device))

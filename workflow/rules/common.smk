@@ -19,7 +19,9 @@ from snakemake.utils import validate
 from atlas.classifier_spec import NONE, SAVED, ClassifierSpec
 from atlas.errors import AtlasError
 from atlas.layer_table import check_filter
-from atlas.methods import METHODS, settings_for
+from atlas.methods import INPUTS, schema_methods, settings_for
+from atlas.methods import get as get_method
+from atlas.methods import names as method_names
 from atlas.plan import KINDS, class_targets, filter_targets, pair_targets, plan_chunks, target_specs
 
 
@@ -34,21 +36,63 @@ def fail(message):
 
 
 def validate_config(schema):
-    """`snakemake.utils.validate` (which also fills in the defaults), its error cut to one line."""
+    """`snakemake.utils.validate` (which also fills in the defaults), its error cut to one line.
+    The schema's `methods` gets an entry for every registered method it does not describe itself
+    (`atlas.methods.schema_methods`), so that a method is its module alone."""
+    import tempfile
+
+    import yaml
     from jsonschema import ValidationError
 
+    check_renamed_keys()
+    with open(os.path.join(workflow.basedir, schema), encoding="utf-8") as fh:
+        loaded = yaml.safe_load(fh)
     try:
-        validate(config, schema)
+        full = schema_methods(loaded)
+    except AtlasError as exc:
+        fail(str(exc))
+    used = schema
+    if full != loaded:
+        with tempfile.NamedTemporaryFile("w", suffix=".schema.json", delete=False) as fh:
+            json.dump(full, fh)
+        used = fh.name
+    try:
+        validate(config, used)
     except WorkflowError as exc:
         cause = exc.__context__  # validate() raises its WorkflowError while handling this
         if not isinstance(cause, ValidationError):
             raise
         where = ".".join(str(p) for p in cause.absolute_path) or "top level"
         fail(f"{where}: {cause.message} (schema {schema})")
+    finally:
+        if used != schema:
+            os.unlink(used)
+
+
+# Keys of a method's config entry that were renamed: old -> new.
+RENAMED_METHOD_KEYS = {"chunk_size": "classes_per_job"}
+
+
+def check_renamed_keys():
+    """A config written for an earlier version: a renamed key is a one-line error naming the new one."""
+    for method, entry in (config.get("methods") or {}).items():
+        if not isinstance(entry, dict):
+            continue
+        for old, new in RENAMED_METHOD_KEYS.items():
+            if old in entry:
+                fail(
+                    f"methods.{method}.{old} was renamed methods.{method}.{new} (the bin of target indices per "
+                    f"generation job); write {new}: {entry[old]}"
+                )
 
 
 def enabled_methods():
-    return [m for m in METHODS if config["methods"][m]["enabled"]]
+    return [m for m in method_names() if config["methods"][m]["enabled"]]
+
+
+def enabled_inputs():
+    """The inputs (atlas.methods.INPUTS) that the enabled methods take from the workflow."""
+    return {name for m in enabled_methods() for name in get_method(m).inputs}
 
 
 def method_overrides(method):
@@ -116,10 +160,11 @@ def check_models():
             f"filters: {d.name} is a saved {d.kind} model whose layers cannot be hooked; drop the filters, "
             "or name the model as python:<module>:<function> with a state-dict file"
         )
-    if "pretrained" in enabled_methods() and (d.kind in ("python", *SAVED) or d.mean or d.std):
+    decoders = [m for m in enabled_methods() if "decoder" in get_method(m).inputs]
+    if decoders and (d.kind in ("python", *SAVED) or d.mean or d.std):
         raise AtlasError(
-            "methods.pretrained: its autoencoder learns D's normalisation from D's name, which "
-            f"{d.name} with its own mean/std does not give; disable the pretrained method for this classifier"
+            f"methods.{decoders[0]}: its autoencoder learns D's normalisation from D's name, which "
+            f"{d.name} with its own mean/std does not give; disable the {decoders[0]} method for this classifier"
         )
 
 
@@ -137,7 +182,7 @@ def check_config():
     except AtlasError as exc:
         fail(str(exc))
     if not enabled_methods():
-        fail("methods: every method is disabled; enable at least one of " + ", ".join(METHODS))
+        fail("methods: every method is disabled; enable at least one of " + ", ".join(method_names()))
     if not any(targets.values()):
         fail("no targets: list some classes, pairs or filters")
     for section, weights in local_weights().items():
@@ -146,7 +191,7 @@ def check_config():
     for key, path in model_files().items():
         if not os.path.isfile(path):
             fail(f"{key.split('_', 1)[0]}: the model file {path} does not exist; give an existing file")
-    if {"pretrained", "maco"} & set(enabled_methods()) or exemplars_on():
+    if enabled_inputs() or exemplars_on():  # every method input is made from the dataset's photos
         check_dataset(config["dataset"])
     check_set_resources()
 
@@ -201,10 +246,10 @@ def check_dataset(dataset):
 
 
 def planned_chunks():
-    """Every generation job: enabled method x target kind x chunk of the configured chunk size."""
+    """Every generation job: enabled method x target kind x chunk of the method's classes_per_job."""
     chunks = []
     for method in enabled_methods():
-        size = config["methods"][method]["chunk_size"]
+        size = config["methods"][method]["classes_per_job"]
         for kind in KINDS:
             seeds = config["methods"][method]["seeds"]
             chunks.extend(plan_chunks(method, kind, planned_targets(kind, method), size, seeds))
@@ -305,13 +350,17 @@ def attempt_args(chunk):
     return " ".join(f"--attempt {shlex.quote(f'{t}={k}')}" for t, k in sorted(chunk_attempts(chunk).items()))
 
 
+# Each method input (atlas.methods.INPUTS): the file the workflow makes it as, and the path
+# `atlas generate` is given (the autoencoder's decoder file; the extracted photos' folder).
+METHOD_INPUT_FILES = {
+    "decoder": (lambda: autoencoder_file("decoder.pt"), lambda path: path),
+    "spectrum": (lambda: f"{run_dir()}/dataset/images.npy", os.path.dirname),
+}
+
+
 def chunk_inputs(chunk):
-    inputs = {}
-    if chunk.method == "pretrained":
-        inputs["decoder"] = autoencoder_file("decoder.pt")
-    if chunk.method == "maco":
-        # The photos whose mean amplitude spectrum is the maco image's fixed magnitude.
-        inputs["spectrum"] = f"{run_dir()}/dataset/images.npy"
+    """The chunk's input files: those its method takes (by input name), D's weights if a file."""
+    inputs = {name: METHOD_INPUT_FILES[name][0]() for name in get_method(chunk.method).inputs}
     if "classifier" in local_weights():
         inputs["weights"] = local_weights()["classifier"]
     inputs.update({k: v for k, v in model_files().items() if k.startswith("classifier_")})
@@ -433,13 +482,14 @@ def compute_args():
     return flags + (" --compile" if c["compile"] else "")
 
 
-def decoder_arg(wildcards, input):
-    """The pretrained method's decoder, or the maco method's photos: the chunk's own extra input."""
-    if "decoder" in input.keys():
-        return f"--decoder {shlex.quote(input.decoder)}"
-    if "spectrum" in input.keys():
-        return f"--spectrum-from {shlex.quote(os.path.dirname(input.spectrum))}"
-    return ""
+def method_input_args(wildcards, input):
+    """The chunk's method inputs (chunk_inputs) as `atlas generate` takes them: the flag of each
+    (atlas.methods.INPUTS) with its file (`--decoder FILE`) or, for the photos, their folder."""
+    return " ".join(
+        f"{INPUTS[name].flag} {shlex.quote(given(input[name]))}"
+        for name, (_, given) in METHOD_INPUT_FILES.items()
+        if name in input.keys()
+    )
 
 
 def folder_of(wildcards, output):

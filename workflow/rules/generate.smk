@@ -49,9 +49,9 @@ for chunk in planned_chunks():
             batch_size=batch_size(chunk),
             seed=config["seed"],
             compute=compute_args(),
-            decoder=decoder_arg,
+            inputs=method_input_args,
             out=folder_of,
         shell:
             "OMP_NUM_THREADS={threads} atlas generate --method {params.method} {params.method_args} "
-            "{params.classifier} {params.targets} {params.attempts} {params.decoder} --seed {params.seed} "
-            "--chunk-size {params.batch_size} {params.compute} --on-nan record --device auto --out {params.out} > {log} 2>&1"
+            "{params.classifier} {params.targets} {params.attempts} {params.inputs} --seed {params.seed} "
+            "--batch-size {params.batch_size} {params.compute} --on-nan record --device auto --out {params.out} > {log} 2>&1"

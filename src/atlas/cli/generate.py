@@ -6,7 +6,20 @@ from __future__ import annotations
 import argparse
 
 from atlas.cli.options import add_classifier, add_device, add_out, add_seed, add_targets
-from atlas.methods import METHODS, PRESETS
+from atlas.methods import PRESETS, listed, names, taking
+
+
+class _Renamed(argparse.Action):
+    """An option that was renamed: using it is an error naming the new one."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str, **kwargs: object) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, nargs="?", **kwargs)  # type: ignore[arg-type]
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object, option: str | None = None
+    ) -> None:
+        parser.error(f"{option} was renamed {self.new} (targets optimised at once); write {self.new} N")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Generate the classifier's preferred input for each target (one PNG each) and DIR/records.parquet.",
     )
     add_classifier(p)
-    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--method", required=True, choices=names())
     p.add_argument(
         "--preset",
         default="default",
@@ -27,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_out(p, "output folder (replaced as a whole)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the preset's)")
     add_seed(p, "the run's seed; each target's own seed derives from it and the target")
-    p.add_argument("--chunk-size", type=int, default=8, help="targets optimised at once, as one batch (default 8)")
+    p.add_argument("--batch-size", type=int, default=8, help="targets optimised at once, as one batch (default 8)")
+    p.add_argument("--chunk-size", action=_Renamed, new="--batch-size", help=argparse.SUPPRESS)
     p.add_argument(
         "--seeds",
         type=int,
@@ -38,13 +52,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--decoder",
         default=None,
         metavar="PATH",
-        help="pretrained method: decoder file from `atlas train-dae`, or `random`",
+        help=f"{listed(taking('decoder'))} method: decoder file from `atlas train-dae`, or `random`",
     )
     p.add_argument(
         "--spectrum-from",
         default=None,
         metavar="DIR",
-        help="maco method: an extracted dataset (`atlas extract`) whose photos' mean amplitude "
+        help=f"{listed(taking('spectrum'))} method: an extracted dataset (`atlas extract`) whose photos' mean amplitude "
         "spectrum is the image's fixed magnitude (default: the 1/f law)",
     )
     p.add_argument("--width", type=float, default=None, help="scratch generator width multiplier (1.0: the paper's)")
@@ -111,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = GenerateConfig(
         settings=settings,
         seed=args.seed,
-        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
         decoder=args.decoder,
         image_size=args.image_size,
         on_nan=args.on_nan,

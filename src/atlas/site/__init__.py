@@ -29,10 +29,10 @@ from atlas.site.build import MARKER, THUMB_SIZE, build_site
 from atlas.site.tables import (
     COMPARISON_COLUMNS,
     GRID_SCORES,
-    METHOD_DESCRIPTIONS,
     Comparison,
     comparison,
     grid_data,
+    method_descriptions,
     score_table,
     summary,
 )
@@ -42,7 +42,7 @@ __all__ = [
     "COMPARISON_COLUMNS",
     "GRID_SCORES",
     "MARKER",
-    "METHOD_DESCRIPTIONS",
+    "method_descriptions",
     "THUMB_SIZE",
     "Comparison",
     "TargetView",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from atlas.formatting import number, percent, value
+from atlas.methods import registry
 from atlas.site import charts
 from atlas.site.groups import Group
 from atlas.site.views import TargetView, class_index, kind_order, slug
@@ -32,17 +33,12 @@ _PROB_SCORES = (("d_prob", "D probability"), ("judge_prob", "judge probability")
 _FILTER_SCORES = (("d_activation", "D activation"), ("robust_activation", "robust activation (ratio)"))
 # The columns that are probabilities: printed as percentages, histograms over [0, 1].
 _PROB_COLUMNS = {"d_prob", "judge_prob", "robust_prob", "robust_prob_min"}
-# One line per method for the summary page; a method not listed here is shown without one.
-METHOD_DESCRIPTIONS = {
-    "scratch": "a generator network trained from scratch for each target, all its weights optimised (the paper's first method)",
-    "pretrained": "only the input code of a generator pretrained as a denoising autoencoder's decoder is optimised "
-    "(the paper's second method)",
-    "pixel": "the pixels optimised directly, the classic baseline the paper compares against (its Figure 1)",
-    "fourier": "a colour-decorrelated Fourier image (the feature-visualisation standard of lucid), optimised through random "
-    "crops of half its side or more, so that it draws whole objects",
-    "maco": "only the phase of a Fourier image is optimised, its magnitude fixed to that of natural photos (MACO, Fel et al. "
-    "2023), through the same crops",
-}
+
+
+def method_descriptions() -> dict[str, str]:
+    """One line per method for the summary page, from each method's module (atlas.methods); a
+    method that is not registered (an index from elsewhere) is shown without one."""
+    return {m.name: m.description for m in registry()}
 
 
 def _round(v: Any, prob: bool = False) -> Any:

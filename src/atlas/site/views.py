@@ -17,7 +17,7 @@ import pyarrow as pa
 from atlas.errors import AtlasError
 from atlas.formatting import finite_or_none
 from atlas.io import read_table
-from atlas.methods import METHODS
+from atlas.methods import names as method_names
 from atlas.schema import PROVENANCE_KEY, check_index
 
 log = logging.getLogger("atlas.site")  # one logger for the whole command, whichever module logs
@@ -84,7 +84,8 @@ def method_order(names: Iterable[str]) -> list[str]:
     """The distinct method `names` in the site's order: the known methods as `atlas.methods` lists
     them, then the others by name."""
     names = set(names)
-    return [m for m in METHODS if m in names] + sorted(names - set(METHODS))
+    known = method_names()
+    return [m for m in known if m in names] + sorted(names - set(known))
 
 
 def load_index(path: Path) -> tuple[pa.Table, dict[str, Any]]:
