@@ -194,6 +194,7 @@ def check_config():
     if enabled_inputs() or exemplars_on():  # every method input is made from the dataset's photos
         check_dataset(config["dataset"])
     check_set_resources()
+    check_compare()
 
 
 def check_set_resources():
@@ -554,3 +555,85 @@ def autoencoder_file(name):
     }
     digest = hashlib.sha256(json.dumps(decided_by, sort_keys=True).encode()).hexdigest()[:12]
     return f"{run_dir()}/autoencoder/{digest}/{name}"
+
+
+# --------------------------------------------------------------------------------------------
+# Two models side by side (compare.smk): run B's config, names and arguments
+
+
+def compare_on():
+    return bool(config.get("compare"))
+
+
+def compare_run():
+    """Run B's name: `compare.run`, else <run>-compare."""
+    return config["compare"].get("run") or f"{config['run']}-compare"
+
+
+def compare_config():
+    """The config of run B: this one with B as the classifier, its own run name, no comparison."""
+    b = copy.deepcopy(config)
+    other = b.pop("compare")
+    b["compare"] = None
+    b["classifier"] = other["classifier"]
+    b["run"] = compare_run()
+    return b
+
+
+def compare_labels():
+    """How the site names the two models: `compare.labels`, else each classifier's name."""
+    a, b = config["compare"].get("labels") or [None, None]
+    a = a or config["classifier"]["name"]
+    b = b or config["compare"]["classifier"]["name"]
+    if a == b:  # e.g. a fine-tuned checkpoint against its base, both of one architecture
+        a, b = f"{a} (A)", f"{b} (B)"
+    return a, b
+
+
+def compare_file():
+    return f"{run_dir()}/compare/compare.parquet"
+
+
+def compare_spec():
+    """The second model B, as `compare.classifier` names it."""
+    return ClassifierSpec.from_config(config["compare"]["classifier"], "compare.classifier")
+
+
+def other_classifier_args():
+    return _flags(compare_spec().flags("other-"))
+
+
+def other_weights_inputs():
+    """B's local files (weights, a saved model, a classes file): a changed one reruns the comparison."""
+    return {f"other_file_{i}": path for i, path in enumerate(compare_spec().files())}
+
+
+def compare_outputs():
+    """What `all` asks for with `compare:`: run B's own final outputs and the comparison."""
+    if not compare_on():
+        return []
+    return [*rules.compare_all.input, compare_file()]
+
+
+def check_compare():
+    if not compare_on():
+        return
+    if compare_run() == config["run"]:
+        fail(f"compare.run {compare_run()!r} is this run's own name; give the second model's run another name")
+    a, b = classifier_spec(), compare_spec()
+    if a == b:
+        fail("compare.classifier is the classifier itself: name a second model (another name or weights file)")
+    try:
+        b.check("compare.classifier")
+        same = a.class_names() == b.class_names()
+    except AtlasError as exc:
+        fail(str(exc))
+    if not same:
+        fail(
+            "compare.classifier has another label set than classifier (classes): two models are compared "
+            "on the same classes; give both the same classes file"
+        )
+
+
+def site_compare_inputs():
+    return {"compare": compare_file()} if compare_on() else {}

@@ -4,10 +4,6 @@
 # and the two models' readings of each other's images (compare.smk).
 
 
-def site_compare_inputs():
-    return {"compare": compare_file()} if compare_on() else {}
-
-
 rule site:
     input:
         unpack(lambda wildcards: site_compare_inputs()),
