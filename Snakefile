@@ -19,8 +19,7 @@ min_version("9.0")
 # What the head does when the cluster fails (atlas.cluster, docs/operations.md): the SLURM
 # executor's status checks and submissions made to end, one line per failed job, and a hint for
 # a lock that a killed run left.
-if not workflow.modifier.is_module:  # not again for the second model's copy (compare.smk)
-    cluster.install(workflow)
+cluster.install(workflow)  # once: the second model's copy of this file (compare.smk) finds it done
 
 
 configfile: "config.yaml"

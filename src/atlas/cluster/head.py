@@ -52,8 +52,9 @@ def install(workflow: Any) -> None:
     """In the head, while the Snakefile is read: patch the SLURM plugin (when Snakemake has loaded
     it), make Snakemake's note on a first run's failure say what it means, and explain a lock
     that a killed run left."""
-    if not _is_head(workflow):
+    if not _is_head(workflow) or RUN.get("installed"):
         return
+    RUN["installed"] = "yes"
     plugin = sys.modules.get(PLUGIN)
     if plugin is not None and not getattr(plugin, "_atlas_patched", False):
         slurm.patch(plugin)
