@@ -13,13 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
 from atlas.compare import read_comparison
 from atlas.errors import AtlasError
 from atlas.formatting import finite_or_none, percent
-from atlas.site.images import FULL_QUALITY, THUMB_QUALITY, _jpeg, _original, source
-from atlas.site.views import TargetView, inside
+from atlas.site.images import _original, display_copies, source
+from atlas.site.views import TargetView
 
 CHANGED_SHOWN = 100  # the most-changed page lists this many targets at most
 PAGE = "changed.html"
@@ -77,15 +75,7 @@ def copy_other_images(
         stem = f"compare/{{}}/{methods[method]}/{t.slug}"
         r["b_full"] = stem.format("images") + ".jpg"
         r["b_thumb"] = stem.format("thumbs") + ".jpg"
-        try:
-            with Image.open(src) as im:
-                r["b_width"], r["b_height"] = im.size
-                rgb = im.convert("RGB")
-        except (OSError, UnidentifiedImageError) as exc:
-            raise AtlasError(f"cannot read image {src} ({exc}); rerun the workflow to remake it") from exc
-        _jpeg(rgb, inside(tmp, r["b_full"]), FULL_QUALITY)
-        rgb.thumbnail((thumb, thumb), Image.Resampling.LANCZOS)
-        _jpeg(rgb, inside(tmp, r["b_thumb"]), THUMB_QUALITY)
+        r["b_width"], r["b_height"] = display_copies(src, tmp, r["b_full"], r["b_thumb"], thumb)
         r["b_png"] = _original(src, out, tmp, f"png/compare/{methods[method]}/{t.slug}.png" if png else None)
 
 

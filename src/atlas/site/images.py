@@ -83,6 +83,21 @@ def _original(src: Path, out: Path, tmp: Path, name: str | None) -> str:
     return Path(os.path.relpath(src.resolve(), out.resolve())).as_posix()
 
 
+def display_copies(src: Path, tmp: Path, full: str, thumb_name: str, thumb: int) -> tuple[int, int]:
+    """A generated image's full-size JPEG (`full`) and thumbnail (`thumb_name`, `thumb` pixels) in
+    the site being built (`tmp`); returns the image's size."""
+    try:
+        with Image.open(src) as im:
+            size = im.size
+            rgb = im.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise AtlasError(f"cannot read image {src} ({exc}); rerun the workflow to remake it") from exc
+    _jpeg(rgb, inside(tmp, full), FULL_QUALITY)
+    rgb.thumbnail((thumb, thumb), Image.Resampling.LANCZOS)
+    _jpeg(rgb, inside(tmp, thumb_name), THUMB_QUALITY)
+    return size
+
+
 def copy_images(
     targets: list[TargetView],
     methods: dict[str, str],
@@ -107,15 +122,7 @@ def copy_images(
             src = source(run_dir, row["image"], "image")
             row["full"] = f"images/{mslug}/{stem}.jpg"
             row["thumb"] = f"thumbs/{mslug}/{stem}.jpg"
-            try:
-                with Image.open(src) as im:
-                    row["width"], row["height"] = im.size
-                    rgb = im.convert("RGB")
-            except (OSError, UnidentifiedImageError) as exc:
-                raise AtlasError(f"cannot read image {src} ({exc}); rerun the workflow to remake it") from exc
-            _jpeg(rgb, inside(tmp, row["full"]), FULL_QUALITY)
-            rgb.thumbnail((thumb, thumb), Image.Resampling.LANCZOS)
-            _jpeg(rgb, inside(tmp, row["thumb"]), THUMB_QUALITY)
+            row["width"], row["height"] = display_copies(src, tmp, row["full"], row["thumb"], thumb)
             row["png"] = _original(src, out, tmp, f"{PNG_DIR}/{mslug}/{stem}{_ext(src)}" if png else None)
         row["site_exemplars"] = []
         rels = row["exemplars"] or []
