@@ -314,3 +314,35 @@ def test_coarse_settings_are_checked() -> None:
         settings_for("fourier", overrides={"coarse_size": "4"})
     with pytest.raises(AtlasError, match="coarse_fraction"):
         settings_for("fourier", overrides={"coarse_fraction": "1.5"})
+
+
+def test_lr_end_decays_the_learning_rate_by_a_cosine_to_its_share_of_lr() -> None:
+    s = settings_for("fourier", overrides={"steps": "5", "lr": "0.1", "lr_end": "0.2"})
+    rates = [s.lr_at(t) for t in range(1, 6)]
+    assert rates[0] == pytest.approx(0.1) and rates[-1] == pytest.approx(0.02)
+    assert rates[2] == pytest.approx(0.06)  # halfway: the mean of the two ends
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert [settings_for("fourier", overrides={"steps": "5"}).lr_at(t) for t in (1, 5)] == [0.1, 0.1]
+    from atlas.errors import AtlasError
+
+    with pytest.raises(AtlasError, match="lr_end"):
+        settings_for("fourier", overrides={"lr_end": "1.5"})
+
+
+def test_the_optimiser_steps_at_the_scheduled_learning_rate(monkeypatch) -> None:
+    """Each step's update is taken at `lr_at(step)`: the rates the optimiser holds at its steps."""
+    clf = tiny_classifier(size=32)
+    s = settings_for("fourier", overrides={"steps": "4", "lr_end": "0.25"})
+    param = FourierImage(s, [1], clf.input_size, clf.normalise, CPU)
+    objs = [target_objective(t, s.penalty, s.target_relu) for t in TARGETS[:1]]
+    seen: list[float] = []
+    step = torch.optim.Adam.step
+
+    def record(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", record)
+    optimise(clf, objs, param, s)
+    assert seen == pytest.approx([s.lr_at(t) for t in range(1, 5)])
+    assert seen[0] == pytest.approx(s.lr) and seen[-1] == pytest.approx(0.25 * s.lr)

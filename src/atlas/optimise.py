@@ -14,6 +14,10 @@ to `coarse_size` px and runs at that size (a convolutional network with a global
 size), about half the time of a step at 224 px for 160; the last steps, and every score, are at
 D's own size.
 
+With `lr_end` below 1, the learning rate follows a cosine from `lr` at the first step to
+`lr * lr_end` at the last (`MethodSettings.lr_at`): large steps while the picture forms, small
+ones to settle its details.
+
 A target whose loss becomes NaN or infinite is frozen out of the sum from that step on and
 reported as failed; the others carry on.
 
@@ -110,6 +114,9 @@ def optimise(
     snapshots: list[torch.Tensor] = []
     coarse_until = settings.coarse_steps(classifier.input_size)
     for step in range(1, settings.steps + 1):
+        if settings.lr_end != 1:
+            for group in opt.param_groups:
+                group["lr"] = settings.lr_at(step)
         size = settings.coarse_size if step <= coarse_until else None
         with runtime.autocast(device):
             images = param.images(noise=True)

@@ -51,6 +51,8 @@ Fields (all methods):
   coarse_fraction  the share of the steps run at `coarse_size`, 0..1
   crop             with `transforms`: instead of lucid's set, each step D sees a random square crop
                    of side `crop`..1 of the image (0: lucid's set)
+  lr_end           the learning rate of the last step as a share of `lr`, reached by a cosine decay
+                   from `lr` at the first step (1: constant, no schedule)
   contrast         maco: the standard deviation each image is standardised to before the colour
                    recorrelation and the sigmoid (MACO's own: 1)
 """
@@ -174,6 +176,7 @@ class MethodSettings:
     coarse_fraction: float = 0.0
     contrast: float = 1.0
     crop: float = 0.0
+    lr_end: float = 1.0
 
     def __post_init__(self) -> None:
         method = get(self.method)
@@ -208,6 +211,10 @@ class MethodSettings:
             )
         if not 0 <= self.crop <= 1:
             raise AtlasError(f"crop is the smallest crop's share of the image's side, 0..1 (0: off); got {self.crop}")
+        if not 0 <= self.lr_end <= 1:
+            raise AtlasError(
+                f"lr_end is the last step's learning rate as a share of lr, 0..1 (1: constant); got {self.lr_end}"
+            )
         if not 0 <= self.coarse_fraction <= 1:
             raise AtlasError(f"coarse_fraction is a share of the steps, 0..1; got {self.coarse_fraction}")
 
@@ -219,6 +226,14 @@ class MethodSettings:
         if self.coarse_size == 0 or self.coarse_size >= size:
             return 0
         return round(self.coarse_fraction * self.steps)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of (1-based) `step`: `lr` at step 1, a cosine decay to `lr * lr_end` at
+        the last step."""
+        if self.steps == 1 or self.lr_end == 1:
+            return self.lr
+        t = (step - 1) / (self.steps - 1)
+        return self.lr * (self.lr_end + (1 - self.lr_end) * 0.5 * (1 + math.cos(math.pi * t)))
 
     def snapshot_steps(self) -> list[int]:
         """The (1-based) steps after which a snapshot is rendered, oldest first."""
